@@ -1,0 +1,17 @@
+"""mlcomp: the tested code behind "From Data to Theorems — Big Data and Model Compression".
+
+One module per topic of the book; notebooks import them and only explain,
+call, measure and plot.
+
+* :mod:`mlcomp.utils` — seeding, cache folders
+* :mod:`mlcomp.datasets` — Fashion-MNIST, Shakespeare, Palmer penguins (offline)
+* :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants)
+* :mod:`mlcomp.train` — a deterministic training loop and evaluation
+* :mod:`mlcomp.measure` — parameters, bytes, MACs, latency
+* :mod:`mlcomp.zoo` — the reference models, trained here and cached
+"""
+
+from mlcomp import datasets, measure, models, train, utils, zoo
+
+__version__ = "0.1.0"
+__all__ = ["datasets", "measure", "models", "train", "utils", "zoo", "__version__"]

@@ -1,0 +1,182 @@
+"""Measuring models: parameters, bytes, multiply-accumulates, and latency.
+
+Every size and speed claim in the book goes through these functions, so that
+"smaller" and "faster" always mean the same thing:
+
+* parameters: elements of ``model.parameters()`` (total or non-zero);
+* bytes: the storage of those parameters in a *dense* representation of a
+  given bit width (sparse and entropy-coded formats are measured on real
+  files in later chapters);
+* MACs: multiply-accumulates of Conv2d and Linear layers for one input,
+  counted by forward hooks on the real forward pass;
+* latency: wall-clock time of the forward pass, median of many runs after a
+  warm-up, with the thread count fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "count_params",
+    "storage_bytes",
+    "macs",
+    "layer_macs",
+    "Latency",
+    "latency",
+]
+
+
+def count_params(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters of ``model`` (only the non-zero ones if ``nonzero``).
+
+    >>> net = nn.Linear(4, 3)  # 12 weights + 3 biases
+    >>> count_params(net)
+    15
+    >>> with torch.no_grad(): _ = net.weight[0].zero_()
+    >>> count_params(net, nonzero=True)
+    11
+    """
+    params = list(model.parameters())
+    if nonzero:
+        return sum(int(torch.count_nonzero(p)) for p in params)
+    return sum(p.numel() for p in params)
+
+
+def storage_bytes(tensors: nn.Module | Iterable[torch.Tensor], bits: int = 32) -> int:
+    """Bytes to store every parameter densely at ``bits`` bits per value.
+
+    Each tensor is rounded up to whole bytes on its own, as a file that stores
+    tensors one after another would do. Pass a module (its parameters are
+    counted) or an iterable of tensors.
+
+    >>> net = nn.Linear(4, 3)
+    >>> storage_bytes(net), storage_bytes(net, bits=16), storage_bytes(net, bits=5)
+    (60, 30, 10)
+    """
+    if not isinstance(bits, int) or not 1 <= bits <= 64:
+        raise ValueError(f"bits must be an int in [1, 64], got {bits!r}")
+    if isinstance(tensors, nn.Module):
+        tensors = tensors.parameters()
+    return sum(math.ceil(t.numel() * bits / 8) for t in tensors)
+
+
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates of each Conv2d and Linear layer for one input.
+
+    ``input_shape`` excludes the batch dimension, e.g. ``(1, 28, 28)``. A
+    Conv2d costs ``out_elements * in_channels / groups * kh * kw``; a Linear,
+    ``out_elements * in_features``. Biases, activations and pooling are not
+    counted.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    >>> layer_macs(net, (1, 28, 28))
+    {'0': 24336, '2': 27040}
+    """
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def hook(name):
+        def count(module, inputs, output):
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                per_out = module.in_channels // module.groups * kh * kw
+            else:
+                per_out = module.in_features
+            counts[name] = counts.get(name, 0) + output.numel() * per_out
+
+        return count
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        first = next(model.parameters(), torch.empty(0))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, dtype=first.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return counts
+
+
+def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Total multiply-accumulates of Conv2d and Linear layers for one input.
+
+    >>> from mlcomp.models import LeNet300100
+    >>> macs(LeNet300100(), (1, 28, 28))  # 784*300 + 300*100 + 100*10
+    266200
+    """
+    return sum(layer_macs(model, input_shape).values())
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Forward-pass timings in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    threads: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median_ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}; "
+            f"{self.repeats} runs, {self.threads} threads)"
+        )
+
+
+def latency(
+    model: nn.Module | Callable[[torch.Tensor], object],
+    example: torch.Tensor,
+    repeats: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+) -> Latency:
+    """Time ``model(example)``: ``warmup`` untimed runs, then ``repeats`` timed.
+
+    ``threads`` fixes ``torch.set_num_threads`` for the measurement (and is
+    restored afterwards); ``None`` keeps the current setting. Any callable
+    works, e.g. an ONNX Runtime session wrapped in a lambda.
+
+    >>> t = latency(nn.Linear(64, 64), torch.randn(1, 64), repeats=5, warmup=1, threads=1)
+    >>> t.median_ms > 0, t.threads
+    (True, 1)
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    if isinstance(model, nn.Module):
+        was_training = model.training
+        model.eval()
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(example)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(example)
+                times.append((time.perf_counter() - start) * 1e3)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+        if isinstance(model, nn.Module):
+            model.train(was_training)
+    deciles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
+    return Latency(statistics.median(times), deciles[0], deciles[-1], repeats, used)

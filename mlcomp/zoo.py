@@ -1,0 +1,226 @@
+"""Pretrained reference models, trained here and cached, never downloaded.
+
+Every chapter compresses the same two networks, so they are trained once, on
+this machine, by a fixed recipe, and cached as safetensors files under
+``$MLCOMP_CACHE/zoo`` (default ``~/.cache/mlcomp/zoo``). Each weights file has
+a JSON record beside it with the recipe, the recipe's hash and the file's
+SHA-256. A cached model is used only if all three still agree; a corrupt file
+or a changed recipe is reported with a warning and the model is retrained. No
+pickle is ever loaded.
+
+Run ``python -m mlcomp.zoo`` to train (or verify) every model ahead of time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mlcomp import datasets, models, train, utils
+
+__all__ = ["Recipe", "RECIPES", "StaleCacheWarning", "pretrained", "record", "train_recipe"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a reference model's weights."""
+
+    model: str
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    seed: int = 0
+    train_subset: int | None = None  # first N training images; None = all
+    min_test_accuracy: float = 0.0  # training that ends below this is an error
+
+    def __post_init__(self) -> None:
+        if self.model not in models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}")
+        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise ValueError(f"invalid recipe {self}")
+
+    def digest(self) -> str:
+        """SHA-256 of the recipe, the file-format version and the torch version.
+
+        >>> len(Recipe("lenet5", epochs=1, lr=1e-3).digest())
+        64
+        """
+        payload = dataclasses.asdict(self) | {
+            "format": FORMAT_VERSION,
+            "torch": torch.__version__.split("+")[0],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+RECIPES: dict[str, Recipe] = {
+    "lenet5-fashion": Recipe("lenet5", epochs=12, lr=1e-3, min_test_accuracy=0.91),
+    "lenet300-fashion": Recipe("lenet300100", epochs=15, lr=1e-3, min_test_accuracy=0.885),
+}
+
+
+class StaleCacheWarning(UserWarning):
+    """A cached model was corrupt or trained by another recipe; it is retrained."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_recipe(recipe: Recipe, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train a model by ``recipe``; return it (in eval mode) and its metrics.
+
+    >>> net, info = train_recipe(Recipe("lenet300100", epochs=1, lr=1e-3,
+    ...                                 train_subset=512), progress=False)
+    >>> sorted(info)
+    ['test_accuracy', 'train_seconds']
+    """
+    utils.set_seed(recipe.seed)
+    net = models.create(recipe.model)
+    data = datasets.fashion_mnist("train")
+    if recipe.train_subset is not None:
+        data = (data.images[: recipe.train_subset], data.labels[: recipe.train_subset])
+    start = time.perf_counter()
+    train.fit(
+        net,
+        data,
+        recipe.epochs,
+        recipe.lr,
+        batch_size=recipe.batch_size,
+        optimizer=recipe.optimizer,
+        weight_decay=recipe.weight_decay,
+        schedule=recipe.schedule,
+        seed=recipe.seed,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    accuracy = train.evaluate(net, datasets.fashion_mnist("test"))
+    return net.eval(), {"test_accuracy": accuracy, "train_seconds": round(seconds, 1)}
+
+
+def _paths(name: str, cache: Path) -> tuple[Path, Path]:
+    return cache / f"{name}.safetensors", cache / f"{name}.json"
+
+
+def _load_cached(name: str, recipe: Recipe, cache: Path) -> nn.Module | None:
+    """The cached model, or None (with a warning saying why) if it can't be trusted."""
+    weights, meta = _paths(name, cache)
+    if not weights.exists() and not meta.exists():
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        if info.get("recipe_digest") != recipe.digest():
+            reason = "it was trained by a different recipe or torch version"
+        elif info.get("sha256") != _sha256(weights):
+            reason = "its checksum does not match (corrupt or modified file)"
+        else:
+            net = models.create(recipe.model)
+            net.load_state_dict(load_file(str(weights)))
+            return net.eval()
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        reason = f"it cannot be read ({type(exc).__name__}: {exc})"
+    warnings.warn(f"cached {name!r} in {cache} is not used: {reason}; retraining",
+                  StaleCacheWarning, stacklevel=3)
+    return None
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def pretrained(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+    recipe: Recipe | None = None,
+) -> nn.Module:
+    """Return the reference model ``name`` (see :data:`RECIPES`) in eval mode.
+
+    Loads it from the cache when the cache is intact and made by the current
+    recipe; otherwise trains it (a few minutes on two cores), checks that it
+    reaches the recipe's ``min_test_accuracy``, and caches it. ``recipe``
+    replaces the registered recipe (tests use tiny ones).
+
+    >>> net = pretrained("lenet300-fashion", progress=False)
+    >>> type(net).__name__, net.training
+    ('LeNet300100', False)
+    """
+    if recipe is None:
+        if name not in RECIPES:
+            raise KeyError(f"unknown zoo model {name!r}; choose from {sorted(RECIPES)}")
+        recipe = RECIPES[name]
+    cache = Path(cache_dir) if cache_dir is not None else utils.cache_dir("zoo")
+    cache.mkdir(parents=True, exist_ok=True)
+    if not retrain:
+        net = _load_cached(name, recipe, cache)
+        if net is not None:
+            return net
+    net, metrics = train_recipe(recipe, progress=progress)
+    if metrics["test_accuracy"] < recipe.min_test_accuracy:
+        raise RuntimeError(
+            f"{name}: test accuracy {metrics['test_accuracy']:.4f} is below the "
+            f"recipe's target {recipe.min_test_accuracy}; not caching it"
+        )
+    weights, meta = _paths(name, cache)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    _atomic_write(weights, lambda p: save_file(state, str(p)))
+    info = {
+        "name": name,
+        "recipe": dataclasses.asdict(recipe),
+        "recipe_digest": recipe.digest(),
+        "sha256": _sha256(weights),
+        "torch": torch.__version__,
+        **metrics,
+    }
+    _atomic_write(meta, lambda p: p.write_text(json.dumps(info, indent=2)))
+    return net
+
+
+def record(name: str, cache_dir: str | os.PathLike | None = None) -> dict:
+    """The JSON record of a cached model (recipe, checksum, test accuracy, time).
+
+    >>> record("lenet5-fashion")["recipe"]["model"]
+    'lenet5'
+    """
+    pretrained(name, cache_dir=cache_dir, progress=False)  # make sure it exists
+    cache = Path(cache_dir) if cache_dir is not None else utils.cache_dir("zoo")
+    return json.loads(_paths(name, cache)[1].read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train or verify the named zoo models (all of them by default)."""
+    names = (argv if argv is not None else sys.argv[1:]) or sorted(RECIPES)
+    for name in names:
+        start = time.perf_counter()
+        pretrained(name)
+        info = record(name)
+        print(
+            f"{name}: test accuracy {info['test_accuracy']:.4f}, "
+            f"trained in {info['train_seconds']} s, ready in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

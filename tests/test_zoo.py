@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from mlcomp import zoo
+from mlcomp.datasets import fashion_mnist
+from mlcomp.train import evaluate
+from mlcomp.zoo import RECIPES, Recipe, StaleCacheWarning, pretrained
+
+TINY = Recipe("lenet300100", epochs=1, lr=1e-3, train_subset=1024)
+
+
+def weights_of(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+@pytest.fixture
+def cached(tmp_path):
+    net = pretrained("tiny", recipe=TINY, cache_dir=tmp_path, progress=False)
+    return tmp_path, net
+
+
+def forbid_training(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("retrained although the cache was valid")
+
+    monkeypatch.setattr(zoo, "train_recipe", fail)
+
+
+def test_cache_round_trip_without_retraining(cached, monkeypatch):
+    cache, net = cached
+    assert (cache / "tiny.safetensors").exists()
+    info = json.loads((cache / "tiny.json").read_text())
+    assert info["recipe_digest"] == TINY.digest() and info["recipe"]["train_subset"] == 1024
+    forbid_training(monkeypatch)
+    again = pretrained("tiny", recipe=TINY, cache_dir=cache)
+    assert torch.equal(weights_of(net), weights_of(again)) and not again.training
+
+
+def test_training_is_deterministic(cached):
+    cache, net = cached
+    again = pretrained("tiny", recipe=TINY, cache_dir=cache, retrain=True, progress=False)
+    assert torch.equal(weights_of(net), weights_of(again))
+
+
+def test_corrupt_weights_are_detected_and_retrained(cached):
+    cache, net = cached
+    path = cache / "tiny.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0x01  # one flipped bit in a weight
+    path.write_bytes(bytes(blob))
+    with pytest.warns(StaleCacheWarning, match="checksum"):
+        again = pretrained("tiny", recipe=TINY, cache_dir=cache, progress=False)
+    assert torch.equal(weights_of(net), weights_of(again))
+    assert json.loads((cache / "tiny.json").read_text())["sha256"] == zoo._sha256(path)
+
+
+def test_changed_recipe_makes_the_cache_stale(cached):
+    cache, _ = cached
+    changed = Recipe("lenet300100", epochs=1, lr=2e-3, train_subset=1024)
+    with pytest.warns(StaleCacheWarning, match="different recipe"):
+        pretrained("tiny", recipe=changed, cache_dir=cache, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["json", "missing-weights"])
+def test_unreadable_cache_is_retrained(cached, damage):
+    cache, _ = cached
+    if damage == "json":
+        (cache / "tiny.json").write_text("{not json")
+    else:
+        (cache / "tiny.safetensors").unlink()
+    with pytest.warns(StaleCacheWarning, match="cannot be read"):
+        pretrained("tiny", recipe=TINY, cache_dir=cache, progress=False)
+
+
+def test_missed_accuracy_target_is_an_error_and_not_cached(tmp_path):
+    hopeless = Recipe("lenet300100", epochs=1, lr=1e-3, train_subset=64, min_test_accuracy=0.99)
+    with pytest.raises(RuntimeError, match="below the recipe's target"):
+        pretrained("hopeless", recipe=hopeless, cache_dir=tmp_path, progress=False)
+    assert not (tmp_path / "hopeless.safetensors").exists()
+
+
+def test_bad_names_and_recipes():
+    with pytest.raises(KeyError, match="lenet5-fashion"):
+        pretrained("resnet-imagenet")
+    with pytest.raises(ValueError):
+        Recipe("resnet", epochs=1, lr=1e-3)
+    with pytest.raises(ValueError):
+        Recipe("lenet5", epochs=0, lr=1e-3)
+
+
+@pytest.mark.parametrize("name, target", [("lenet5-fashion", 0.91), ("lenet300-fashion", 0.885)])
+def test_reference_models_reach_their_targets(name, target):
+    assert RECIPES[name].min_test_accuracy == target
+    accuracy = evaluate(pretrained(name, progress=False), fashion_mnist("test"))
+    assert accuracy >= target
+    assert accuracy == pytest.approx(zoo.record(name)["test_accuracy"], abs=1e-9)
