@@ -45,7 +45,7 @@ apt:
 
 # Train (or verify the cache of) the reference models every chapter uses.
 zoo: setup
-	$(PY) -m mlcomp.zoo
+	$(VENV)/bin/mlcomp zoo
 
 book: setup
 	$(JB)
@@ -54,7 +54,7 @@ unit: zoo
 	$(PY) -m pytest tests mlcomp
 
 nbval: zoo
-	$(PY) -m pytest -p no:doctest --nbval --nbval-current-env --nbval-cell-timeout=600 \
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
 
 lint: setup

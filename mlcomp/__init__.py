@@ -1,4 +1,4 @@
-"""mlcomp: the tested code behind "From Data to Theorems — Big Data and Model Compression".
+"""mlcomp: the tested code behind the book "From Data to Theorems".
 
 One module per topic of the book; notebooks import them and only explain,
 call, measure and plot.
@@ -9,6 +9,7 @@ call, measure and plot.
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
 * :mod:`mlcomp.measure` — parameters, bytes, MACs, latency
 * :mod:`mlcomp.zoo` — the reference models, trained here and cached
+* :mod:`mlcomp.cli` — the ``mlcomp`` command line
 """
 
 from mlcomp import datasets, measure, models, train, utils, zoo

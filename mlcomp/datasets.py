@@ -108,7 +108,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise CorruptDataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(
+        int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
@@ -199,7 +201,10 @@ def fashion_mnist(
         if error is None:
             directory = cache_dir("data") / "FashionMNIST" / "raw"
             return _fashion_from_files(
-                _find(directory, images_stem), _find(directory, labels_stem), n, normalize
+                _find(directory, images_stem),
+                _find(directory, labels_stem),
+                n,
+                normalize,
             )
     else:
         error = "download=False"
@@ -285,7 +290,11 @@ def shakespeare_works(split: str = "all", *, path: str | os.PathLike | None = No
         )
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar:
-            files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar if m.isfile()}
+            files = {
+                m.name.split("/", 1)[1]: tar.extractfile(m).read()
+                for m in tar
+                if m.isfile()
+            }
         rows = files.pop("metadata.tsv").decode("utf-8").splitlines()[1:]
     except (tarfile.TarError, EOFError, KeyError, OSError) as exc:
         raise CorruptDataError(f"{path}: not a valid corpus archive ({exc})") from exc

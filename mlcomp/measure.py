@@ -76,7 +76,8 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     ``out_elements * in_features``. Biases, activations and pooling are not
     counted.
 
-    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    >>> conv, fc = nn.Conv2d(1, 4, 3), nn.Linear(4 * 26 * 26, 10)
+    >>> net = nn.Sequential(conv, nn.Flatten(), fc)
     >>> layer_macs(net, (1, 28, 28))
     {'0': 24336, '2': 27040}
     """
@@ -150,7 +151,8 @@ def latency(
     restored afterwards); ``None`` keeps the current setting. Any callable
     works, e.g. an ONNX Runtime session wrapped in a lambda.
 
-    >>> t = latency(nn.Linear(64, 64), torch.randn(1, 64), repeats=5, warmup=1, threads=1)
+    >>> net, x = nn.Linear(64, 64), torch.randn(1, 64)
+    >>> t = latency(net, x, repeats=5, warmup=1, threads=1)
     >>> t.median_ms > 0, t.threads
     (True, 1)
     """

@@ -105,4 +105,6 @@ def create(name: str, **kwargs) -> nn.Module:
     try:
         return MODELS[name](**kwargs)
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+        raise KeyError(
+            f"unknown model {name!r}; choose from {sorted(MODELS)}"
+        ) from None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = ["batches", "fit", "predict", "evaluate", "confusion_matrix"]
 
@@ -50,7 +50,9 @@ def batches(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     tensors = _tensors(data)
     if tensors is None:
-        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        loader = DataLoader(
+            data, batch_size=batch_size, shuffle=shuffle, generator=generator
+        )
         yield from loader
         return
     X, y = tensors
@@ -90,7 +92,8 @@ def fit(
     is called with the global step number after every optimizer step (later
     chapters use it to re-apply pruning masks or advance a sparsity schedule).
 
-    >>> g = torch.Generator().manual_seed(0); X = torch.randn(256, 2, generator=g); y = (X[:, 0] > 0).long()
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(256, 2, generator=g); y = (X[:, 0] > 0).long()
     >>> net = nn.Sequential(nn.Linear(2, 2))
     >>> losses = fit(net, (X, y), epochs=20, lr=0.1, batch_size=64, progress=False)
     >>> losses[-1] < losses[0], evaluate(net, (X, y)) > 0.95
@@ -177,7 +180,8 @@ def evaluate(model: nn.Module, data: Data, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1].
 
     >>> net = nn.Linear(2, 2)
-    >>> 0.0 <= evaluate(net, (torch.randn(8, 2), torch.zeros(8, dtype=torch.long))) <= 1.0
+    >>> X, y = torch.randn(8, 2), torch.zeros(8, dtype=torch.long)
+    >>> 0.0 <= evaluate(net, (X, y)) <= 1.0
     True
     """
     y = _labels(data)
@@ -207,4 +211,6 @@ def confusion_matrix(
                 f"labels must lie in [0, {num_classes}), found {int(lo)}..{int(hi)}"
             )
     flat = y_true.long() * num_classes + y_pred.long()
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return torch.bincount(flat, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )

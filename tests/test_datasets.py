@@ -28,7 +28,10 @@ def write_idx(path, array, compress=True):
 def fake_fashion_dir(tmp_path, n_train=60_000, n_test=10_000):
     rng = np.random.default_rng(0)
     for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(
+            tmp_path / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28)),
+        )
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     return tmp_path
 
@@ -40,7 +43,12 @@ def train():
 
 def test_fashion_mnist_shapes_and_balance(train):
     test = fashion_mnist("test", normalize=False)
-    assert train.images.shape == (60_000, 1, 28, 28) and test.images.shape == (10_000, 1, 28, 28)
+    assert train.images.shape == (60_000, 1, 28, 28) and test.images.shape == (
+        10_000,
+        1,
+        28,
+        28,
+    )
     assert train.labels.dtype == torch.int64
     assert torch.bincount(train.labels).tolist() == [6000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
@@ -88,7 +96,9 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "none")
     monkeypatch.setenv("MLCOMP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLCOMP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "_download_fashion_mnist", lambda: "download failed: offline")
+    monkeypatch.setattr(
+        datasets, "_download_fashion_mnist", lambda: "download failed: offline"
+    )
     with pytest.raises(DataNotFoundError, match="download failed: offline"):
         fashion_mnist("test")
 
@@ -119,12 +129,17 @@ def test_shakespeare_splits_are_whole_disjoint_works():
     train, val, everything = (shakespeare_works(s) for s in ("train", "val", "all"))
     assert len(train) == 38 and len(val) == 4 and len(everything) == 42
     assert {w.name for w in train}.isdisjoint(w.name for w in val)
-    assert {w.name for w in everything} == {w.name for w in train} | {w.name for w in val}
+    assert {w.name for w in everything} == {w.name for w in train} | {
+        w.name for w in val
+    }
     total = sum(len(w.text) for w in everything)
     assert total == 5_057_198  # bytes of the 42 *_gut.txt files (ASCII)
     assert 0.08 < sum(len(w.text) for w in val) / total < 0.10
     hamlet = next(w for w in everything if w.name == "hamlet")
-    assert hamlet.text.startswith("HAMLET, PRINCE OF DENMARK") and "To be, or not to be" in hamlet.text
+    assert (
+        hamlet.text.startswith("HAMLET, PRINCE OF DENMARK")
+        and "To be, or not to be" in hamlet.text
+    )
     assert shakespeare("train").count("\n\n") >= 37
 
 

@@ -29,7 +29,9 @@ def test_module_has_a_docstring(module):
     assert module.__doc__ and len(module.__doc__.strip()) > 40
 
 
-@pytest.mark.parametrize("module_name, name, obj", PUBLIC, ids=[f"{m}.{n}" for m, n, _ in PUBLIC])
+@pytest.mark.parametrize(
+    "module_name, name, obj", PUBLIC, ids=[f"{m}.{n}" for m, n, _ in PUBLIC]
+)
 def test_public_function_has_a_runnable_example(module_name, name, obj):
     doc = inspect.getdoc(obj) or ""
     assert ">>>" in doc, f"{module_name}.{name} has no example in its docstring"

@@ -11,9 +11,11 @@ def dense_params(*layers):
 
 
 def test_parameter_counts_match_closed_form():
-    assert sum(p.numel() for p in LeNet300100().parameters()) == dense_params(
-        (784, 300), (300, 100), (100, 10)
-    ) == 266_610
+    assert (
+        sum(p.numel() for p in LeNet300100().parameters())
+        == dense_params((784, 300), (300, 100), (100, 10))
+        == 266_610
+    )
     lenet5 = dense_params((1 * 25, 20), (20 * 25, 50), (800, 500), (500, 10))
     assert sum(p.numel() for p in LeNet5().parameters()) == lenet5 == 431_080
     tutorial = dense_params((9, 32), (32 * 13 * 13, 128), (128, 10))
@@ -37,7 +39,9 @@ def test_lenet5_matches_an_independent_sequential():
         nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10),
     )  # fmt: skip
-    ref.load_state_dict(dict(zip(ref.state_dict(), net.state_dict().values())))
+    ref.load_state_dict(
+        dict(zip(ref.state_dict(), net.state_dict().values(), strict=True))
+    )
     x = torch.randn(4, 1, 28, 28)
     torch.testing.assert_close(net(x), ref(x))
 

@@ -19,7 +19,7 @@ class ListDataset(Dataset):
     """A plain map-style dataset, to exercise the DataLoader path."""
 
     def __init__(self, X, y):
-        self.items = list(zip(X, y))
+        self.items = list(zip(X, y, strict=True))
 
     def __len__(self):
         return len(self.items)
@@ -87,7 +87,10 @@ def test_evaluate_matches_manual_accuracy():
 
 def test_confusion_matrix_matches_sklearn():
     g = torch.Generator().manual_seed(0)
-    t, p = torch.randint(0, 5, (500,), generator=g), torch.randint(0, 5, (500,), generator=g)
+    t, p = (
+        torch.randint(0, 5, (500,), generator=g),
+        torch.randint(0, 5, (500,), generator=g),
+    )
     ours = confusion_matrix(t, p, 5).numpy()
     assert (ours == sk_confusion_matrix(t, p, labels=range(5))).all()
     assert ours.sum() == 500

@@ -32,7 +32,10 @@ def test_cache_round_trip_without_retraining(cached, monkeypatch):
     cache, net = cached
     assert (cache / "tiny.safetensors").exists()
     info = json.loads((cache / "tiny.json").read_text())
-    assert info["recipe_digest"] == TINY.digest() and info["recipe"]["train_subset"] == 1024
+    assert (
+        info["recipe_digest"] == TINY.digest()
+        and info["recipe"]["train_subset"] == 1024
+    )
     forbid_training(monkeypatch)
     again = pretrained("tiny", recipe=TINY, cache_dir=cache)
     assert torch.equal(weights_of(net), weights_of(again)) and not again.training
@@ -40,7 +43,9 @@ def test_cache_round_trip_without_retraining(cached, monkeypatch):
 
 def test_training_is_deterministic(cached):
     cache, net = cached
-    again = pretrained("tiny", recipe=TINY, cache_dir=cache, retrain=True, progress=False)
+    again = pretrained(
+        "tiny", recipe=TINY, cache_dir=cache, retrain=True, progress=False
+    )
     assert torch.equal(weights_of(net), weights_of(again))
 
 
@@ -75,7 +80,9 @@ def test_unreadable_cache_is_retrained(cached, damage):
 
 
 def test_missed_accuracy_target_is_an_error_and_not_cached(tmp_path):
-    hopeless = Recipe("lenet300100", epochs=1, lr=1e-3, train_subset=64, min_test_accuracy=0.99)
+    hopeless = Recipe(
+        "lenet300100", epochs=1, lr=1e-3, train_subset=64, min_test_accuracy=0.99
+    )
     with pytest.raises(RuntimeError, match="below the recipe's target"):
         pretrained("hopeless", recipe=hopeless, cache_dir=tmp_path, progress=False)
     assert not (tmp_path / "hopeless.safetensors").exists()
@@ -90,7 +97,9 @@ def test_bad_names_and_recipes():
         Recipe("lenet5", epochs=0, lr=1e-3)
 
 
-@pytest.mark.parametrize("name, target", [("lenet5-fashion", 0.91), ("lenet300-fashion", 0.885)])
+@pytest.mark.parametrize(
+    "name, target", [("lenet5-fashion", 0.91), ("lenet300-fashion", 0.885)]
+)
 def test_reference_models_reach_their_targets(name, target):
     assert RECIPES[name].min_test_accuracy == target
     accuracy = evaluate(pretrained(name, progress=False), fashion_mnist("test"))
