@@ -135,6 +135,7 @@ def fit(
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=not progress,
             leave=False,
+            mininterval=1.0,  # keeps logs short when stderr is not a terminal
         )
         for xb, yb in bar:
             loss = loss_fn(model(xb), yb)
