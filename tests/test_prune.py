@@ -1,0 +1,213 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from mlcomp import prune
+from mlcomp.models import LeNet5, LeNet300100
+from mlcomp.train import batches, evaluate
+
+
+def seeded(model_cls, seed=0):
+    torch.manual_seed(seed)
+    return model_cls()
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.3, 0.5, 0.9, 1.0, 100])
+def test_layer_masks_agree_with_torch_l1_unstructured(amount):
+    ours, ref = seeded(LeNet5), seeded(LeNet5)
+    prune.magnitude_(ours, amount)
+    for name, module in prune.prunable(ref).items():
+        torch_prune.l1_unstructured(module, "weight", amount=amount)
+        assert torch.equal(
+            dict(ours.named_modules())[name].weight_mask, module.weight_mask
+        )
+
+
+@pytest.mark.parametrize("amount", [0.2, 0.8, 5000])
+def test_global_masks_agree_with_torch_global_unstructured(amount):
+    ours, ref = seeded(LeNet300100), seeded(LeNet300100)
+    prune.magnitude_(ours, amount, scope="global")
+    params = [(m, "weight") for m in prune.prunable(ref).values()]
+    torch_prune.global_unstructured(params, torch_prune.L1Unstructured, amount=amount)
+    for (name, a), b in zip(
+        prune.prunable(ours).items(), prune.prunable(ref).values(), strict=True
+    ):
+        assert torch.equal(a.weight_mask, b.weight_mask), name
+
+
+def test_global_scope_prunes_layers_unevenly_and_keeps_the_total():
+    net = seeded(LeNet300100)
+    with torch.no_grad():
+        net.fc3.weight.mul_(100)  # the output layer's weights are now the largest
+    prune.magnitude_(net, 0.5, scope="global")
+    s = prune.sparsity(net)
+    assert s["fc3"] < 0.01 and s["fc1"] > 0.5
+    assert s["total"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_magnitude_uses_absolute_values_not_signs():
+    net = nn.Sequential(nn.Linear(6, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[-5.0, -0.1, 0.2, 4.0, -3.0, 0.05]]))
+    prune.magnitude_(net, 0.5)
+    assert net[0].weight_mask.tolist() == [[1, 0, 0, 1, 1, 0]]
+
+
+def test_repeated_calls_reach_the_total_amount_and_keep_old_zeros():
+    net = seeded(LeNet300100)
+    prune.magnitude_(net, 0.5)
+    first = net.fc1.weight_mask.clone()
+    with torch.no_grad():  # pruned weights grow large: they must stay pruned
+        net.fc1.weight_orig.add_(10 * (1 - first))
+    prune.magnitude_(net, 0.8)
+    assert prune.sparsity(net)["fc1"] == pytest.approx(0.8, abs=1e-5)
+    assert torch.all(net.fc1.weight_mask <= first)
+
+
+def test_weight_reads_masked_and_trains_through_the_mask():
+    net = prune.magnitude_(seeded(LeNet300100), 0.9)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    nn.functional.cross_entropy(net(x), y).backward()
+    grad = net.fc1.weight_orig.grad
+    assert torch.all(grad[net.fc1.weight_mask == 0] == 0)
+    assert torch.equal(net.fc1.weight, net.fc1.weight_orig * net.fc1.weight_mask)
+
+
+def test_remove_makes_it_permanent_and_preserves_the_function():
+    net = prune.magnitude_(seeded(LeNet5), 0.7)
+    x = torch.randn(3, 1, 28, 28)
+    before = net(x)
+    prune.remove_(net)
+    assert not any(torch_prune.is_pruned(m) for m in net.modules())
+    assert isinstance(net.conv2.weight, nn.Parameter)
+    torch.testing.assert_close(net(x), before)
+    assert prune.sparsity(net)["conv2"] == pytest.approx(0.7, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "amount, error", [(-0.1, ValueError), (1.5, ValueError), (10**9, ValueError),
+                      ("half", TypeError), (True, TypeError)]
+)  # fmt: skip
+def test_bad_amounts_are_rejected(amount, error):
+    with pytest.raises(error, match="amount"):
+        prune.magnitude_(seeded(LeNet300100), amount)
+
+
+def test_bad_scope_and_scores_are_rejected():
+    with pytest.raises(ValueError, match="scope"):
+        prune.magnitude_(seeded(LeNet300100), 0.5, scope="row")
+    with pytest.raises(KeyError, match="fc9"):
+        prune.prune_by_scores_(seeded(LeNet300100), {"fc9": torch.zeros(1)}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        prune.prune_by_scores_(seeded(LeNet300100), {"fc3": torch.zeros(3)}, 0.5)
+
+
+def data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(
+        0, 10, (n,), generator=g
+    )
+
+
+def test_taylor_scores_match_autograd_by_hand():
+    net = seeded(LeNet300100)
+    X, y = data()
+    scores = prune.taylor_scores(net, batches((X, y), 32), batches=2)
+    grads = []
+    for xb, yb in batches((X, y), 32):
+        net.zero_grad()
+        nn.functional.cross_entropy(net(xb), yb).backward()
+        grads.append(net.fc2.weight.grad.clone())
+    expected = (net.fc2.weight * (grads[0] + grads[1]) / 2).abs()
+    torch.testing.assert_close(scores["fc2"], expected.detach())
+
+
+def test_snip_scores_are_normalized_taylor_on_one_batch():
+    net = seeded(LeNet300100)
+    X, y = data()
+    snip = prune.snip_scores(net, batches((X, y), 64))
+    taylor = prune.taylor_scores(net, batches((X, y), 64), batches=1)
+    total = sum(float(t.sum()) for t in taylor.values())
+    for name in snip:
+        torch.testing.assert_close(snip[name], taylor[name] / total)
+
+
+def test_sensitivity_scan_leaves_model_alone_and_is_monotone_at_extremes():
+    net = seeded(LeNet300100)
+    X, y = data(256)
+    before = copy.deepcopy(net.state_dict())
+    scan = prune.sensitivity_scan(net, (X, y), [0.0, 1.0])
+    assert set(scan) == {"fc1", "fc2", "fc3"}
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    dense = evaluate(net, (X, y))
+    assert all(scan[layer][0.0] == dense for layer in scan)
+
+
+def test_agp_schedule_matches_zhu_gupta_formula():
+    s = prune.agp_schedule(0.1, 0.95, start_step=100, end_step=1100, every=50)
+    for step in range(0, 1300, 7):
+        t = min(max(step, 100), 1100)
+        t = 100 + (t - 100) // 50 * 50
+        expected = 0.95 + (0.1 - 0.95) * (1 - (t - 100) / 1000) ** 3
+        assert s(step) == pytest.approx(expected)
+    values = [s(t) for t in range(0, 1300, 10)]
+    assert values == sorted(values)
+    with pytest.raises(ValueError):
+        prune.agp_schedule(0.9, 0.1, 0, 10)
+    with pytest.raises(ValueError):
+        prune.agp_schedule(0.0, 0.5, 10, 10)
+
+
+def test_nm_mask_keeps_n_of_every_m_largest():
+    w = torch.randn(6, 16, 3, 3)
+    mask = prune.nm_mask(w, 2, 4)
+    groups = mask.reshape(6, -1, 4)
+    assert torch.all(groups.sum(-1) == 2)
+    magnitudes = w.abs().reshape(6, -1, 4)
+    kept_min = torch.where(groups.bool(), magnitudes, torch.inf).amin(-1)
+    dropped_max = torch.where(groups.bool(), -torch.inf, magnitudes).amax(-1)
+    assert torch.all(kept_min >= dropped_max)
+    with pytest.raises(ValueError, match="multiple"):
+        prune.nm_mask(torch.randn(2, 6), 2, 4)
+    with pytest.raises(ValueError):
+        prune.nm_mask(w, 5, 4)
+
+
+def test_sparse_format_byte_counts():
+    dense = torch.zeros(10, 20)
+    dense[0, :5] = 1.0
+    dense[9, 19] = 2.0  # 6 non-zeros
+    assert prune.csr_bytes(dense) == 6 * 4 + 6 * 4 + 11 * 4
+    assert prune.csr_bytes(dense, value_bits=8, index_bits=16) == 6 + 12 + 22
+    assert prune.bitmask_bytes(dense) == 200 // 8 + 6 * 4
+    assert prune.relative_index_bytes(dense, index_bits=8) == 6 + 6 * 4  # no filler
+
+
+def reference_relative(positions, bits):
+    """Brute force: walk the positions and count fillers one step at a time."""
+    out, prev, span = [], -1, 2**bits
+    for p in positions:
+        while p - prev > span:
+            prev += span
+            out.append((span - 1, True))
+        out.append((p - prev - 1, False))
+        prev = p
+    return out
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
+def test_relative_indices_against_brute_force_and_decode(bits):
+    rng = np.random.default_rng(bits)
+    mask = torch.from_numpy(rng.random(3000) < 0.02)
+    gaps, filler = prune.relative_indices(mask, bits)
+    positions = torch.nonzero(mask).flatten().tolist()
+    assert list(zip(gaps.tolist(), filler.tolist(), strict=True)) == reference_relative(
+        positions, bits
+    )
+    decoded = np.cumsum(gaps + 1) - 1  # positions of all stored entries
+    assert decoded[~filler].tolist() == positions
+    assert gaps.max() < 2**bits
