@@ -40,6 +40,8 @@ __all__ = [
     "remove_",
     "sensitivity_scan",
     "agp_schedule",
+    "gradual_prune_",
+    "rewind_",
     "nm_mask",
     "csr_bytes",
     "bitmask_bytes",
@@ -330,6 +332,77 @@ def agp_schedule(
         return initial + (final - initial) * (1 - (1 - progress) ** 3)
 
     return schedule
+
+
+def gradual_prune_(
+    model: nn.Module,
+    data,
+    final: float,
+    epochs: int,
+    lr: float = 1e-3,
+    *,
+    initial: float = 0.0,
+    prune_epochs: float | None = None,
+    every: int = 50,
+    scope: str = "layer",
+    filter_fn: FilterFn | None = None,
+    **fit_kwargs,
+) -> list[float]:
+    """Prune while training: sparsity follows :func:`agp_schedule`, in place.
+
+    Sparsity rises from ``initial`` to ``final`` over the first
+    ``prune_epochs`` (default: two thirds of ``epochs``), updated every
+    ``every`` optimizer steps by :func:`magnitude_`; the remaining epochs
+    fine-tune at the final sparsity. Other keyword arguments go to
+    :func:`mlcomp.train.fit`; returns its loss history.
+
+    >>> X, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    >>> net = nn.Sequential(nn.Linear(8, 2))
+    >>> _ = gradual_prune_(net, (X, y), 0.75, epochs=3, every=1, batch_size=16,
+    ...                    progress=False)
+    >>> sparsity(net)["total"]
+    0.75
+    """
+    n = len(data[1]) if isinstance(data, tuple) else len(data)
+    steps_per_epoch = math.ceil(n / fit_kwargs.get("batch_size", 128))
+    prune_epochs = 2 * epochs / 3 if prune_epochs is None else prune_epochs
+    end = max(1, round(prune_epochs * steps_per_epoch))
+    schedule = agp_schedule(initial, final, 0, end, every)
+    magnitude_(model, initial, scope, filter_fn)
+
+    def on_step(step: int) -> None:
+        if step <= end and (step % every == 0 or step == end):
+            magnitude_(model, schedule(step), scope, filter_fn)
+
+    return train.fit(model, data, epochs, lr, on_step=on_step, **fit_kwargs)
+
+
+def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Reset the weights to ``state`` (an earlier ``state_dict``) and keep the masks.
+
+    The lottery-ticket step (Frankle & Carbin 2019): after training and
+    pruning, the surviving weights go back to their values at initialization
+    (or at an early step), and the sparse network is trained again.
+
+    >>> net = nn.Sequential(nn.Linear(4, 2))
+    >>> init = {k: v.clone() for k, v in net.state_dict().items()}
+    >>> _ = magnitude_(net, 0.5)
+    >>> with torch.no_grad(): _ = net[0].weight_orig.add_(1.0)
+    >>> _ = rewind_(net, init)
+    >>> torch.equal(net[0].weight, init["0.weight"] * net[0].weight_mask)
+    True
+    """
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            for pname, param in module.named_parameters(recurse=False):
+                key = f"{name}.{pname}" if name else pname
+                key = key.removesuffix("_orig")
+                if key not in state:
+                    raise KeyError(f"{key} is missing from the rewind state")
+                param.copy_(state[key])
+            if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
+                module.weight = module.weight_orig * module.weight_mask
+    return model
 
 
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:

@@ -211,3 +211,42 @@ def test_relative_indices_against_brute_force_and_decode(bits):
     decoded = np.cumsum(gaps + 1) - 1  # positions of all stored entries
     assert decoded[~filler].tolist() == positions
     assert gaps.max() < 2**bits
+
+
+def test_gradual_prune_reaches_target_and_follows_the_schedule():
+    X, y = data(512)
+    net = seeded(LeNet300100)
+    seen = []
+    original = prune.magnitude_
+
+    def spy(model, amount, *args, **kwargs):
+        seen.append(amount)
+        return original(model, amount, *args, **kwargs)
+
+    prune.magnitude_ = spy
+    try:
+        prune.gradual_prune_(
+            net, (X, y), 0.9, epochs=3, every=2, batch_size=64, progress=False
+        )
+    finally:
+        prune.magnitude_ = original
+    assert prune.sparsity(net)["total"] == pytest.approx(0.9, abs=1e-4)
+    assert seen[0] == 0.0 and seen[-1] == 0.9 and seen == sorted(seen)
+    schedule = prune.agp_schedule(0.0, 0.9, 0, 16, 2)  # 8 steps/epoch, 2 epochs pruning
+    assert seen[1:] == [schedule(t) for t in range(2, 17, 2)]
+
+
+def test_rewind_restores_surviving_weights_and_checks_keys():
+    net = seeded(LeNet300100)
+    init = copy.deepcopy(net.state_dict())
+    prune.magnitude_(net, 0.8)
+    with torch.no_grad():
+        net.fc1.weight_orig.mul_(3)
+        net.fc1.bias.add_(1)
+    prune.rewind_(net, init)
+    assert torch.equal(net.fc1.weight, init["fc1.weight"] * net.fc1.weight_mask)
+    assert torch.equal(net.fc1.bias, init["fc1.bias"])
+    assert prune.sparsity(net)["fc1"] == pytest.approx(0.8, abs=1e-4)
+    del init["fc2.bias"]
+    with pytest.raises(KeyError, match="fc2.bias"):
+        prune.rewind_(net, init)
