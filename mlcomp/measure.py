@@ -34,8 +34,27 @@ __all__ = [
 ]
 
 
+def _effective_parameters(model: nn.Module):
+    """Parameters as the forward pass sees them.
+
+    A module pruned with :mod:`torch.nn.utils.prune` (or :mod:`mlcomp.prune`)
+    holds ``weight_orig`` as the parameter and computes ``weight`` from it and
+    a mask; the masked ``weight`` is what counts.
+    """
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if name.endswith("_orig") and hasattr(
+                module, name[: -len("_orig")] + "_mask"
+            ):
+                yield getattr(module, name[: -len("_orig")])
+            else:
+                yield param
+
+
 def count_params(model: nn.Module, nonzero: bool = False) -> int:
     """Number of parameters of ``model`` (only the non-zero ones if ``nonzero``).
+
+    Pruned layers are counted through their masked weights.
 
     >>> net = nn.Linear(4, 3)  # 12 weights + 3 biases
     >>> count_params(net)
@@ -44,7 +63,7 @@ def count_params(model: nn.Module, nonzero: bool = False) -> int:
     >>> count_params(net, nonzero=True)
     11
     """
-    params = list(model.parameters())
+    params = list(_effective_parameters(model))
     if nonzero:
         return sum(int(torch.count_nonzero(p)) for p in params)
     return sum(p.numel() for p in params)
@@ -64,7 +83,7 @@ def storage_bytes(tensors: nn.Module | Iterable[torch.Tensor], bits: int = 32) -
     if not isinstance(bits, int) or not 1 <= bits <= 64:
         raise ValueError(f"bits must be an int in [1, 64], got {bits!r}")
     if isinstance(tensors, nn.Module):
-        tensors = tensors.parameters()
+        tensors = _effective_parameters(tensors)
     return sum(math.ceil(t.numel() * bits / 8) for t in tensors)
 
 

@@ -32,6 +32,7 @@ from mlcomp import train
 
 __all__ = [
     "prunable",
+    "magnitude_mask",
     "magnitude_",
     "prune_by_scores_",
     "taylor_scores",
@@ -95,9 +96,20 @@ def _count(amount: float | int, total: int) -> int:
 def _set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
         module.weight_mask.copy_(mask)
-        module.weight = module.weight_orig * module.weight_mask
     else:
         torch_prune.custom_from_mask(module, "weight", mask)
+    _refresh(module)
+
+
+def _refresh(module: nn.Module) -> None:
+    """Recompute ``weight`` from ``weight_orig`` and the mask, outside autograd.
+
+    The forward pre-hook recomputes it (with gradients) before every forward
+    pass; computing it here without a graph keeps the module copyable with
+    :func:`copy.deepcopy` until then.
+    """
+    with torch.no_grad():
+        module.weight = module.weight_orig * module.weight_mask
 
 
 def _keep_largest(scores: torch.Tensor, n_zero: int) -> torch.Tensor:
@@ -106,6 +118,18 @@ def _keep_largest(scores: torch.Tensor, n_zero: int) -> torch.Tensor:
     if n_zero > 0:
         mask[torch.topk(scores.flatten(), n_zero, largest=False).indices] = 0
     return mask.view_as(scores)
+
+
+def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
+    """0/1 mask of ``weight``'s shape that zeroes its ``amount`` smallest ``|w|``.
+
+    The pure-tensor core of :func:`magnitude_`.
+
+    >>> magnitude_mask(torch.tensor([[0.5, -2.0], [0.1, 1.0]]), 0.5)
+    tensor([[0., 1.],
+            [0., 1.]])
+    """
+    return _keep_largest(weight.detach().abs(), _count(amount, weight.numel()))
 
 
 def prune_by_scores_(
@@ -171,7 +195,7 @@ def magnitude_(
     >>> w = torch.tensor([[0.1, -3.0, 0.2, 2.0]])
     >>> with torch.no_grad(): _ = net[0].weight.copy_(w)
     >>> magnitude_(net, amount=0.5)[0].weight
-    tensor([[ 0., -3.,  0.,  2.]], grad_fn=<MulBackward0>)
+    tensor([[ 0., -3.,  0.,  2.]])
     """
     layers = prunable(model, filter_fn)
     scores = {name: _weight(m).detach().abs() for name, m in layers.items()}
@@ -401,7 +425,7 @@ def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
                     raise KeyError(f"{key} is missing from the rewind state")
                 param.copy_(state[key])
             if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
-                module.weight = module.weight_orig * module.weight_mask
+                _refresh(module)
     return model
 
 

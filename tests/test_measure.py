@@ -73,3 +73,13 @@ def test_latency_restores_threads_and_mode():
         latency(net, torch.randn(2, 16), repeats=0)
     with pytest.raises(ValueError):
         latency(net, torch.randn(2, 16), threads=0)
+
+
+def test_pruned_modules_are_counted_through_their_masks():
+    from torch.nn.utils import prune as torch_prune
+
+    net = LeNet300100()
+    torch_prune.l1_unstructured(net.fc1, "weight", amount=0.75)
+    assert count_params(net) == 266_610  # weight_orig is not counted twice
+    assert count_params(net, nonzero=True) == 266_610 - round(0.75 * 784 * 300)
+    assert storage_bytes(net) == 4 * 266_610

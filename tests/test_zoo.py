@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from mlcomp import zoo
+from mlcomp import prune, zoo
 from mlcomp.datasets import fashion_mnist
 from mlcomp.train import evaluate
 from mlcomp.zoo import RECIPES, Recipe, StaleCacheWarning, pretrained
@@ -105,3 +105,33 @@ def test_reference_models_reach_their_targets(name, target):
     accuracy = evaluate(pretrained(name, progress=False), fashion_mnist("test"))
     assert accuracy >= target
     assert accuracy == pytest.approx(zoo.record(name)["test_accuracy"], abs=1e-9)
+
+
+def test_prune_recipe_builds_on_its_cached_base(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny", TINY)
+    sparse = zoo.PruneRecipe("tiny", sparsity=0.5, epochs=1, lr=1e-3, prune_epochs=0.5,
+                             max_accuracy_drop=1.0)  # fmt: skip
+    net = pretrained("tiny-sparse", recipe=sparse, cache_dir=tmp_path, progress=False)
+    assert (tmp_path / "tiny.safetensors").exists()  # the base was trained and cached
+    assert prune.sparsity(net)["total"] == pytest.approx(0.5, abs=1e-4)
+    assert not any(
+        n.endswith("_orig") for n, _ in net.named_parameters()
+    )  # masks removed
+    info = zoo.record("tiny-sparse", cache_dir=tmp_path)
+    assert info["recipe_digest"] == sparse.digest() and "base_test_accuracy" in info
+    # retraining the base (another recipe) makes the sparse model stale
+    monkeypatch.setitem(zoo.RECIPES, "tiny", Recipe("lenet300100", epochs=1, lr=2e-3,
+                                                    train_subset=1024))  # fmt: skip
+    assert sparse.digest() != info["recipe_digest"]
+
+
+@pytest.mark.parametrize(
+    "name", ["lenet300-fashion-sparse90", "lenet5-fashion-sparse90"]
+)
+def test_sparse_reference_models_meet_their_targets(name):
+    recipe = RECIPES[name]
+    net = pretrained(name, progress=False)
+    assert prune.sparsity(net)["total"] == pytest.approx(recipe.sparsity, abs=1e-5)
+    test = fashion_mnist("test")
+    dense = evaluate(pretrained(recipe.base, progress=False), test)
+    assert evaluate(net, test) >= dense - recipe.max_accuracy_drop
