@@ -306,9 +306,16 @@ def pretrained(
 def record(name: str, cache_dir: str | os.PathLike | None = None) -> dict:
     """The JSON record of a cached model (recipe, checksum, test accuracy, time).
 
+    For a registered model the cache is verified (and trained if needed)
+    first; for another name, the record must already exist.
+
     >>> record("lenet5-fashion")["recipe"]["model"]
     'lenet5'
     """
-    pretrained(name, cache_dir=cache_dir, progress=False)  # make sure it exists
     cache = Path(cache_dir) if cache_dir is not None else utils.cache_dir("zoo")
-    return json.loads(_paths(name, cache)[1].read_text())
+    meta = _paths(name, cache)[1]
+    if name in RECIPES:
+        pretrained(name, cache_dir=cache_dir, progress=False)
+    elif not meta.exists():
+        raise KeyError(f"no record of {name!r} in {cache}")
+    return json.loads(meta.read_text())

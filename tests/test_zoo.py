@@ -135,3 +135,8 @@ def test_sparse_reference_models_meet_their_targets(name):
     test = fashion_mnist("test")
     dense = evaluate(pretrained(recipe.base, progress=False), test)
     assert evaluate(net, test) >= dense - recipe.max_accuracy_drop
+
+
+def test_record_of_an_unknown_uncached_model_is_a_key_error(tmp_path):
+    with pytest.raises(KeyError, match="no record"):
+        zoo.record("never-trained", cache_dir=tmp_path)
