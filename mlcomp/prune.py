@@ -263,10 +263,7 @@ def snip_scores(
     >>> round(float(sum(v.sum() for v in s.values())), 6)
     1.0
     """
-    layers, grads = _gradients(model, data, batches, loss_fn)
-    raw = {
-        name: (_weight(m).detach() * grads[name]).abs() for name, m in layers.items()
-    }
+    raw = taylor_scores(model, data, batches, loss_fn)  # |w * g| on `batches`
     total = sum(float(v.sum()) for v in raw.values()) or 1.0
     return {name: v / total for name, v in raw.items()}
 
