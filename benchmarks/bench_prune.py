@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import warnings
 
 import torch
@@ -48,16 +47,6 @@ def executed_macs(net: nn.Module) -> int:
     return measure.macs(net, (1, 28, 28)) + sum(m.weight._nnz() for m in csr)
 
 
-def timed(variants: dict, x, rounds: int, repeats: int, threads: int) -> dict:
-    times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(
-                measure.latency(fn, x, repeats, threads=threads).median_ms
-            )
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -81,7 +70,7 @@ def main() -> None:
     }
     with torch.inference_mode():
         torch.testing.assert_close(csr(x), masked(x), atol=1e-4, rtol=1e-4)
-    ms = timed(variants, x, args.rounds, args.repeats, args.threads)
+    ms = measure.compare_latency(variants, x, args.rounds, args.repeats, args.threads)
     print(f"LeNet-5, batch 256, {args.threads} threads")
     print(f"{'variant':42s} {'MACs executed':>13s} {'ms':>8s} {'speed-up':>8s}")
     for name, net in variants.items():
@@ -97,9 +86,11 @@ def main() -> None:
     for s in (0.5, 0.8, 0.9, 0.95, 0.98, 0.99):
         Ws = W * prune.magnitude_mask(W, s)
         sparse = Ws.to_sparse_csr()
-        t = timed({"dense": lambda b, Ws=Ws: Ws @ b,
-                   "csr": lambda b, sparse=sparse: torch.sparse.mm(sparse, b)},
-                  a, args.rounds, args.repeats, args.threads)  # fmt: skip
+        pair = {
+            "dense": lambda b, Ws=Ws: Ws @ b,
+            "csr": lambda b, sparse=sparse: torch.sparse.mm(sparse, b),
+        }
+        t = measure.compare_latency(pair, a, args.rounds, args.repeats, args.threads)
         print(
             f"{s:8.2f} {t['dense']:9.3f} {t['csr']:8.3f} {t['dense'] / t['csr']:8.2f}x"
         )

@@ -31,6 +31,7 @@ __all__ = [
     "layer_macs",
     "Latency",
     "latency",
+    "compare_latency",
 ]
 
 
@@ -201,3 +202,31 @@ def latency(
             model.train(was_training)
     deciles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
     return Latency(statistics.median(times), deciles[0], deciles[-1], repeats, used)
+
+
+def compare_latency(
+    variants: dict[str, nn.Module | Callable[[torch.Tensor], object]],
+    example: torch.Tensor,
+    rounds: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """Median latency in ms of each variant, timed in alternation over ``rounds``.
+
+    A shared machine drifts (other jobs, frequency scaling), and whatever is
+    timed first or last takes the drift; alternating the variants within
+    each round and taking the median of their per-round medians puts them
+    on an equal footing. Compare ratios only within one call.
+
+    >>> t = compare_latency({"a": nn.Linear(8, 8), "b": nn.Linear(8, 2)},
+    ...                     torch.randn(4, 8), rounds=2, repeats=3, threads=1)
+    >>> sorted(t)
+    ['a', 'b']
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times[name].append(latency(fn, example, repeats, threads=threads).median_ms)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -43,6 +43,7 @@ __all__ = [
     "agp_schedule",
     "gradual_prune_",
     "rewind_",
+    "iterative_prune_",
     "nm_mask",
     "csr_bytes",
     "bitmask_bytes",
@@ -424,6 +425,70 @@ def rewind_(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
             if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
                 _refresh(module)
     return model
+
+
+def iterative_prune_(
+    model: nn.Module,
+    data,
+    final: float,
+    rounds: int,
+    epochs: int,
+    lr: float = 1e-3,
+    *,
+    rewind_state: dict[str, torch.Tensor] | None = None,
+    scope: str = "global",
+    filter_fn: FilterFn | None = None,
+    on_round: Callable[[float, nn.Module], None] | None = None,
+    **fit_kwargs,
+) -> list[float]:
+    """Iterative magnitude pruning with rewinding (lottery tickets), in place.
+
+    Frankle & Carbin (2019): train; prune the same fraction
+    ``p = 1 - ((1 - final) / (1 - s0)) ** (1 / rounds)`` of the surviving
+    weights by magnitude; rewind the survivors to ``rewind_state`` (default:
+    the weights at the call, θ0); repeat ``rounds`` times, then train the
+    final sparse network. Each training runs ``epochs`` epochs of
+    :func:`mlcomp.train.fit` (other keyword arguments go to it), so the model
+    is trained ``rounds + 1`` times. ``on_round(sparsity, model)`` is called
+    after every training; returns the sparsities trained at,
+    ``[s0, s1, ..., final]`` (``s0``: the sparsity on entry, usually 0).
+
+    >>> X, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> levels = iterative_prune_(net, (X, y), 0.875, rounds=3, epochs=1,
+    ...                           batch_size=16, progress=False)
+    >>> [round(s, 3) for s in levels]
+    [0.0, 0.5, 0.75, 0.875]
+    >>> sparsity(net)["total"]
+    0.875
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    start = sparsity(model, filter_fn)["total"]
+    if not start < final < 1:
+        raise ValueError(
+            f"final sparsity must lie in ({start:g}, 1) (the sparsity on entry is "
+            f"{start:g}), got {final!r}"
+        )
+    if rewind_state is None:
+        rewind_state = {
+            key.removesuffix("_orig"): value.detach().clone()
+            for key, value in model.state_dict().items()
+            if not key.endswith("_mask")
+        }
+    keep = ((1 - final) / (1 - start)) ** (1 / rounds)  # per round, of survivors
+    levels = [start]
+    for k in range(rounds + 1):
+        train.fit(model, data, epochs, lr, **fit_kwargs)
+        if on_round is not None:
+            on_round(levels[-1], model)
+        if k == rounds:
+            break
+        target = final if k == rounds - 1 else 1 - (1 - start) * keep ** (k + 1)
+        magnitude_(model, target, scope, filter_fn)
+        rewind_(model, rewind_state)
+        levels.append(target)
+    return levels
 
 
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:

@@ -131,6 +131,19 @@ RECIPES: dict[str, Recipe | PruneRecipe] = {
     "lenet5-fashion-sparse90": PruneRecipe(
         "lenet5-fashion", sparsity=0.9, epochs=8, lr=1e-3, prune_epochs=4
     ),
+    # The accuracy-sparsity curve of LeNet-5: one short schedule (3 epochs,
+    # pruning over the first 2; about 60 s each) at four sparsities.
+    **{
+        f"lenet5-fashion-sparse{round(100 * s)}-3ep": PruneRecipe(
+            "lenet5-fashion",
+            sparsity=s,
+            epochs=3,
+            lr=1e-3,
+            prune_epochs=2,
+            max_accuracy_drop=drop,
+        )  # fmt: skip
+        for s, drop in [(0.8, 0.01), (0.9, 0.015), (0.95, 0.025), (0.98, 0.07)]
+    },
 }
 
 

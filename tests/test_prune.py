@@ -250,3 +250,64 @@ def test_rewind_restores_surviving_weights_and_checks_keys():
     del init["fc2.bias"]
     with pytest.raises(KeyError, match="fc2.bias"):
         prune.rewind_(net, init)
+
+
+def _no_training(model, data, epochs, lr, **kwargs):
+    return []
+
+
+def test_iterative_prune_without_training_matches_torch_iterated_global(monkeypatch):
+    # No training and rewinding to the same weights: every round ranks the same
+    # magnitudes, so the masks must equal torch's global_unstructured applied
+    # three times with amount=0.5 (torch counts the amount among survivors).
+    monkeypatch.setattr(prune.train, "fit", _no_training)
+    ours, ref = seeded(LeNet300100), seeded(LeNet300100)
+    levels = prune.iterative_prune_(ours, None, 0.875, rounds=3, epochs=1)
+    assert levels == pytest.approx([0.0, 0.5, 0.75, 0.875])
+    params = [(m, "weight") for m in prune.prunable(ref).values()]
+    for _ in range(3):
+        torch_prune.global_unstructured(params, torch_prune.L1Unstructured, amount=0.5)
+    for (name, a), b in zip(
+        prune.prunable(ours).items(), prune.prunable(ref).values(), strict=True
+    ):
+        assert torch.equal(a.weight_mask, b.weight_mask), name
+
+
+def test_iterative_prune_rewinds_before_every_training_and_nests_masks(monkeypatch):
+    seen = []
+    real_fit = prune.train.fit
+
+    def recording_fit(model, data, epochs, lr, **kwargs):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_fit(model, data, epochs, lr, **kwargs)
+
+    monkeypatch.setattr(prune.train, "fit", recording_fit)
+    torch.manual_seed(0)
+    X, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    net = seeded(LeNet300100)
+    theta0 = {k: v.clone() for k, v in net.state_dict().items()}
+    masks = []
+    levels = prune.iterative_prune_(
+        net, (X, y), 0.9, rounds=2, epochs=1, batch_size=32, progress=False,
+        on_round=lambda s, m: masks.append(m.fc1.weight.detach() != 0),
+    )  # fmt: skip
+    assert len(seen) == 3 and len(masks) == 3
+    assert levels == pytest.approx([0.0, 1 - 0.1**0.5, 0.9])
+    assert torch.equal(seen[0]["fc1.weight"], theta0["fc1.weight"])
+    for state in seen[1:]:  # every later training starts from theta0 * mask
+        mask = state["fc1.weight_mask"]
+        assert torch.equal(state["fc1.weight_orig"] * mask, theta0["fc1.weight"] * mask)
+        assert torch.equal(state["fc2.bias"], theta0["fc2.bias"])
+    assert not (masks[2] & ~masks[1]).any()  # pruned weights stay pruned
+    assert prune.sparsity(net)["total"] == pytest.approx(0.9, abs=1e-5)
+
+
+def test_iterative_prune_validates_arguments():
+    net = seeded(LeNet300100)
+    with pytest.raises(ValueError, match="rounds"):
+        prune.iterative_prune_(net, None, 0.9, rounds=0, epochs=1)
+    with pytest.raises(ValueError, match="final sparsity"):
+        prune.iterative_prune_(net, None, 1.0, rounds=2, epochs=1)
+    prune.magnitude_(net, 0.5)
+    with pytest.raises(ValueError, match="sparsity on entry is 0.5"):
+        prune.iterative_prune_(net, None, 0.4, rounds=2, epochs=1)
