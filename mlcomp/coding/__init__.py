@@ -1,0 +1,52 @@
+"""Information theory and entropy coding.
+
+* :mod:`~mlcomp.coding.model` — entropy, cross-entropy, KL divergence, and the
+  :class:`Categorical` entropy model the coders share.
+* :mod:`~mlcomp.coding.huffman` — canonical, length-limited Huffman codes.
+* :mod:`~mlcomp.coding.rans` — interleaved rANS.
+* :mod:`~mlcomp.coding.arithmetic` — exact integer arithmetic coding, one
+  symbol at a time with a model that may change at every step.
+* :mod:`~mlcomp.coding.bits` — fixed-width bit packing.
+* :mod:`~mlcomp.coding.container` — the ``.mlc`` compressed-model file:
+  :func:`save_compressed`, :func:`load_compressed`, :func:`inspect`.
+
+Models are separate from coders, as in constriction: every coder takes
+``encode(symbols, model=None)`` and returns a self-describing stream that
+``decode(data)`` reads back, so switching coders changes one line.
+
+>>> import numpy as np
+>>> from mlcomp.coding import Categorical, huffman, rans
+>>> message = np.array([1, 0, 1, 1, 3, 1])
+>>> model = Categorical([0.2, 0.6, 0.0, 0.2])
+>>> for coder in (huffman, rans):
+...     assert np.all(coder.decode(coder.encode(message, model)) == message)
+"""
+
+from mlcomp.coding import arithmetic, container, huffman, rans
+from mlcomp.coding._format import CorruptFileError
+from mlcomp.coding.bits import pack_bits, unpack_bits
+from mlcomp.coding.container import (
+    TensorSpec,
+    inspect,
+    load_compressed,
+    save_compressed,
+)
+from mlcomp.coding.model import Categorical, cross_entropy, entropy, kl_divergence
+
+__all__ = [
+    "Categorical",
+    "CorruptFileError",
+    "TensorSpec",
+    "arithmetic",
+    "container",
+    "cross_entropy",
+    "entropy",
+    "huffman",
+    "inspect",
+    "kl_divergence",
+    "load_compressed",
+    "pack_bits",
+    "rans",
+    "save_compressed",
+    "unpack_bits",
+]

@@ -1,0 +1,149 @@
+"""Byte-level framing shared by the coders: varints and checked streams.
+
+Every coder's output is a *stream*::
+
+    magic (4 bytes) | version (1) | header length (varint) | header
+    | payload length (varint) | payload | CRC-32 of everything before (4)
+
+so a truncated or corrupted stream is detected before any symbol is decoded,
+and the error names what failed.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+__all__ = [
+    "CorruptFileError",
+    "write_varints",
+    "read_varints",
+    "pack",
+    "unpack",
+    "as_symbols",
+]
+
+
+class CorruptFileError(ValueError):
+    """Compressed data is truncated, corrupted, or not what the reader expects."""
+
+
+def write_varints(values) -> bytes:
+    """LEB128: 7 bits per byte, low bits first, high bit set on all but the last.
+
+    >>> write_varints([0, 127, 128, 300]).hex()
+    '007f8001ac02'
+    """
+    out = bytearray()
+    for v in values:
+        v = int(v)
+        if v < 0:
+            raise ValueError(f"varints are non-negative, got {v}")
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def read_varints(data: bytes, count: int, pos: int = 0, what: str = "header"):
+    """Read ``count`` varints from ``data`` at ``pos``; return (list, new pos).
+
+    >>> read_varints(bytes.fromhex("007f8001ac02"), 4)
+    ([0, 127, 128, 300], 6)
+    """
+    values = []
+    for _ in range(count):
+        v = shift = 0
+        while True:
+            if pos >= len(data):
+                raise CorruptFileError(f"{what} is truncated")
+            byte = data[pos]
+            pos += 1
+            v |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+            if shift > 63:
+                raise CorruptFileError(f"{what} has a varint longer than 64 bits")
+        values.append(v)
+    return values, pos
+
+
+def pack(magic: bytes, version: int, header: bytes, payload: bytes) -> bytes:
+    """Frame ``header`` and ``payload`` as a checked stream.
+
+    >>> unpack(pack(b"TEST", 1, b"hi", b"there"), b"TEST", 1)
+    (b'hi', b'there')
+    """
+    body = (
+        magic
+        + bytes([version])
+        + write_varints([len(header)])
+        + header
+        + write_varints([len(payload)])
+        + payload
+    )
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def unpack(data: bytes, magic: bytes, version: int) -> tuple[bytes, bytes]:
+    """Check a stream made by :func:`pack`; return (header, payload).
+
+    >>> unpack(b"TEST", b"TEST", 1)
+    Traceback (most recent call last):
+    ...
+    mlcomp.coding._format.CorruptFileError: stream is truncated: 4 bytes
+    """
+    data = bytes(data)
+    name = magic.decode("ascii", "replace")
+    if len(data) < len(magic) + 7:
+        raise CorruptFileError(f"stream is truncated: {len(data)} bytes")
+    if data[: len(magic)] != magic:
+        raise CorruptFileError(
+            f"not a {name} stream: starts with {data[: len(magic)]!r}, "
+            f"expected {magic!r}"
+        )
+    if data[len(magic)] != version:
+        raise CorruptFileError(
+            f"{name} stream version {data[len(magic)]} is not supported "
+            f"(this reader knows version {version})"
+        )
+    (hlen,), pos = read_varints(data, 1, len(magic) + 1, "stream header")
+    header = data[pos : pos + hlen]
+    pos += hlen
+    (plen,), pos = read_varints(data, 1, pos, "stream header")
+    payload = data[pos : pos + plen]
+    pos += plen
+    if len(header) != hlen or len(payload) != plen or pos + 4 > len(data):
+        raise CorruptFileError(
+            f"{name} stream is truncated: {len(data)} bytes, the header says {pos + 4}"
+        )
+    if pos + 4 < len(data):
+        raise CorruptFileError(
+            f"{name} stream has {len(data) - pos - 4} unexpected trailing bytes"
+        )
+    if zlib.crc32(data[:pos]) != int.from_bytes(data[pos : pos + 4], "little"):
+        raise CorruptFileError(f"{name} stream is corrupted: CRC-32 mismatch")
+    return header, payload
+
+
+def as_symbols(symbols) -> np.ndarray:
+    """Validate a message: a 1-D array of non-negative integers, as int64.
+
+    >>> as_symbols([3, 0, 2])
+    array([3, 0, 2])
+    """
+    arr = np.asarray(symbols)
+    if arr.ndim != 1:
+        raise ValueError(f"symbols must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"symbols must be integers, got dtype {arr.dtype}")
+    if arr.min() < 0:
+        raise ValueError(f"symbols must be non-negative, found {arr.min()}")
+    if arr.max() > np.iinfo(np.int64).max:
+        raise ValueError("symbols must fit in int64")
+    return arr.astype(np.int64)

@@ -1,0 +1,301 @@
+"""Arithmetic coding with exact integer arithmetic (Witten, Neal & Cleary 1987).
+
+The coder keeps an interval ``[low, high]`` of 32-bit integers. Coding a
+symbol with cumulative frequencies ``cdf[s] .. cdf[s + 1]`` out of
+``total = cdf[-1]`` narrows the interval to that fraction of its width; as
+soon as both ends share a leading bit, the bit is settled and shifted out.
+When the interval straddles the midpoint while shrinking below a quarter,
+the coder remembers a *pending* bit (E3 scaling) instead of losing
+precision. Each symbol costs ``-log2(f_s / total)`` bits plus a loss that
+shrinks with ``total / 2**32``; ending the message costs at most two bits.
+
+The model may change at every step (``encode(symbol, cdf)`` takes the
+distribution with the symbol), which is how a language model drives it:
+
+>>> enc = ArithmeticEncoder()
+>>> for s in [0, 1, 1, 0, 2]:
+...     enc.encode(s, [0, 5, 9, 10])
+>>> data = enc.finish()
+>>> dec = ArithmeticDecoder(data)
+>>> [dec.decode([0, 5, 9, 10]) for _ in range(5)]
+[0, 1, 1, 0, 2]
+
+:func:`encode` and :func:`decode` code a whole message with one static model
+in the same self-describing stream format as :mod:`~mlcomp.coding.huffman` and
+:mod:`~mlcomp.coding.rans`; they run the same steps as the classes, compiled
+with numba (a test checks that both write identical bits).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from mlcomp.coding._format import (
+    CorruptFileError,
+    as_symbols,
+    pack,
+    read_varints,
+    unpack,
+    write_varints,
+)
+from mlcomp.coding.model import Categorical, code_alphabet, default_precision
+
+__all__ = ["ArithmeticEncoder", "ArithmeticDecoder", "encode", "decode", "MAX_TOTAL"]
+
+_BITS = 32
+_TOP = (1 << _BITS) - 1
+_HALF = 1 << (_BITS - 1)
+_QUARTER = 1 << (_BITS - 2)
+MAX_TOTAL = 1 << 24  # cdf totals up to 2**24 keep every interval non-empty
+_MAGIC, _VERSION = b"MLCA", 1
+
+
+def _check_cdf(cdf, symbol: int | None = None) -> tuple[int, int, int]:
+    if symbol is not None and not 0 <= symbol < len(cdf) - 1:
+        raise ValueError(f"symbol {symbol} is outside 0 .. {len(cdf) - 2}")
+    total = int(cdf[-1])
+    if int(cdf[0]) != 0 or not 0 < total <= MAX_TOTAL:
+        raise ValueError(
+            f"cdf must start at 0 and end in 1 .. {MAX_TOTAL}, got {total}"
+        )
+    if symbol is None:
+        return 0, 0, total
+    lo, hi = int(cdf[symbol]), int(cdf[symbol + 1])
+    if hi <= lo:
+        raise ValueError(f"symbol {symbol} has zero frequency in this cdf")
+    return lo, hi, total
+
+
+class ArithmeticEncoder:
+    """Encode symbols one at a time, each with its own cumulative frequencies."""
+
+    def __init__(self) -> None:
+        self._low, self._high, self._pending = 0, _TOP, 0
+        self._bits: list[int] = []
+
+    def _emit(self, bit: int) -> None:
+        self._bits.append(bit)
+        self._bits.extend([1 - bit] * self._pending)
+        self._pending = 0
+
+    def encode(self, symbol: int, cdf) -> None:
+        """Narrow the interval to ``cdf[symbol] .. cdf[symbol + 1]`` of ``cdf[-1]``."""
+        lo, hi, total = _check_cdf(cdf, int(symbol))
+        width = self._high - self._low + 1
+        self._high = self._low + width * hi // total - 1
+        self._low = self._low + width * lo // total
+        while True:
+            if self._high < _HALF:  # both in the lower half: the next bit is 0
+                self._emit(0)
+            elif self._low >= _HALF:  # both in the upper half: it is 1
+                self._emit(1)
+                self._low -= _HALF
+                self._high -= _HALF
+            elif self._low >= _QUARTER and self._high < _HALF + _QUARTER:
+                self._pending += 1  # straddling the middle: decide later (E3)
+                self._low -= _QUARTER
+                self._high -= _QUARTER
+            else:
+                break
+            self._low = 2 * self._low
+            self._high = 2 * self._high + 1
+
+    def bit_count(self) -> int:
+        """Bits settled so far (the finished stream adds at most two, plus padding)."""
+        return len(self._bits) + self._pending
+
+    def finish(self) -> bytes:
+        """Settle the interval with two more bits and return the bytes (zero-padded)."""
+        self._pending += 1
+        self._emit(0 if self._low < _QUARTER else 1)
+        bits = np.array(self._bits, dtype=np.uint8)
+        self._bits = []
+        return np.packbits(bits).tobytes()
+
+
+class ArithmeticDecoder:
+    """Decode what :class:`ArithmeticEncoder` wrote, with the same sequence of cdfs.
+
+    Reading more than 32 bits beyond the end of ``data`` means the caller
+    asked for more symbols than were encoded, or the data was truncated; that
+    raises :class:`~mlcomp.coding.CorruptFileError`.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._bits = np.unpackbits(np.frombuffer(bytes(data), np.uint8))
+        self._pos = 0
+        self._low, self._high, self._value = 0, _TOP, 0
+        for _ in range(_BITS):
+            self._value = 2 * self._value + self._next_bit()
+
+    def _next_bit(self) -> int:
+        pos = self._pos
+        self._pos += 1
+        if pos < self._bits.size:
+            return int(self._bits[pos])
+        if pos >= self._bits.size + _BITS:
+            raise CorruptFileError("arithmetic-coded data ended too early")
+        return 0
+
+    def decode(self, cdf) -> int:
+        """The next symbol, given the cdf the encoder used for it."""
+        _, _, total = _check_cdf(cdf)
+        width = self._high - self._low + 1
+        target = ((self._value - self._low + 1) * total - 1) // width
+        symbol = int(np.searchsorted(np.asarray(cdf), target, side="right")) - 1
+        lo, hi = int(cdf[symbol]), int(cdf[symbol + 1])
+        self._high = self._low + width * hi // total - 1
+        self._low = self._low + width * lo // total
+        while True:
+            if self._high < _HALF:
+                pass
+            elif self._low >= _HALF:
+                self._low -= _HALF
+                self._high -= _HALF
+                self._value -= _HALF
+            elif self._low >= _QUARTER and self._high < _HALF + _QUARTER:
+                self._low -= _QUARTER
+                self._high -= _QUARTER
+                self._value -= _QUARTER
+            else:
+                break
+            self._low = 2 * self._low
+            self._high = 2 * self._high + 1
+            self._value = 2 * self._value + self._next_bit()
+        return symbol
+
+
+@numba.njit(cache=True)
+def _encode_static(idx, cdf):  # pragma: no cover - compiled; mirrors the class
+    total = cdf[-1]
+    bits = np.zeros(64 * idx.size + 64, np.uint8)  # generous; trimmed below
+    nb = 0
+    low, high, pending = 0, _TOP, 0
+    for i in range(idx.size):
+        s = idx[i]
+        width = high - low + 1
+        high = low + width * cdf[s + 1] // total - 1
+        low = low + width * cdf[s] // total
+        while True:
+            if high < _HALF:
+                bit = 0
+            elif low >= _HALF:
+                bit = 1
+                low -= _HALF
+                high -= _HALF
+            elif low >= _QUARTER and high < _HALF + _QUARTER:
+                bit = -1
+                pending += 1
+                low -= _QUARTER
+                high -= _QUARTER
+            else:
+                break
+            if bit >= 0:
+                bits[nb] = bit
+                nb += 1
+                for _ in range(pending):
+                    bits[nb] = 1 - bit
+                    nb += 1
+                pending = 0
+            low = 2 * low
+            high = 2 * high + 1
+    pending += 1
+    bit = 0 if low < _QUARTER else 1
+    bits[nb] = bit
+    nb += 1
+    for _ in range(pending):
+        bits[nb] = 1 - bit
+        nb += 1
+    return bits[:nb]
+
+
+@numba.njit(cache=True)
+def _decode_static(bits, n, cdf):  # pragma: no cover - compiled; mirrors the class
+    total = cdf[-1]
+    out = np.empty(n, np.int64)
+    pos = 0
+    value = 0
+    for _ in range(_BITS):
+        value = 2 * value + (bits[pos] if pos < bits.size else 0)
+        pos += 1
+    low, high = 0, _TOP
+    for i in range(n):
+        width = high - low + 1
+        target = ((value - low + 1) * total - 1) // width
+        lo, hi = 0, cdf.size - 1  # binary search: cdf[s] <= target < cdf[s + 1]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cdf[mid] <= target:
+                lo = mid
+            else:
+                hi = mid
+        s = lo
+        high = low + width * cdf[s + 1] // total - 1
+        low = low + width * cdf[s] // total
+        while True:
+            if high < _HALF:
+                pass
+            elif low >= _HALF:
+                low -= _HALF
+                high -= _HALF
+                value -= _HALF
+            elif low >= _QUARTER and high < _HALF + _QUARTER:
+                low -= _QUARTER
+                high -= _QUARTER
+                value -= _QUARTER
+            else:
+                break
+            low = 2 * low
+            high = 2 * high + 1
+            value = 2 * value + (bits[pos] if pos < bits.size else 0)
+            pos += 1
+            if pos > bits.size + _BITS:
+                return out, -1
+        out[i] = s
+    return out, pos
+
+
+def encode(
+    symbols, model: Categorical | None = None, precision: int | None = None
+) -> bytes:
+    """Arithmetic-code a message with one static model; a self-describing stream.
+
+    >>> message = [4, 4, 1, 4, 0, 4]
+    >>> assert list(decode(encode(message))) == message
+    """
+    symbols = as_symbols(symbols)
+    alphabet, idx, weights = code_alphabet(symbols, model)
+    if precision is None:
+        precision = default_precision(alphabet.size)
+    if not 1 <= precision <= 24:
+        raise ValueError(f"precision must be in 1..24 bits, got {precision}")
+    header = write_varints([symbols.size, alphabet.size, precision])
+    if symbols.size == 0:
+        return pack(_MAGIC, _VERSION, header, b"")
+    freq = Categorical(weights).frequencies(precision)
+    cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
+    payload = np.packbits(_encode_static(idx.astype(np.int64), cdf)).tobytes()
+    header += write_varints(np.diff(alphabet, prepend=0)) + write_varints(freq)
+    return pack(_MAGIC, _VERSION, header, payload)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Decode a stream made by :func:`encode`; returns int64 symbols."""
+    header, payload = unpack(data, _MAGIC, _VERSION)
+    (n, k, precision), pos = read_varints(header, 3)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    gaps, pos = read_varints(header, k, pos)
+    freq, pos = read_varints(header, k, pos)
+    if pos != len(header) or sum(freq) != 1 << precision or min(freq) < 1:
+        raise CorruptFileError(
+            "arithmetic-coding header has an invalid frequency table"
+        )
+    alphabet = np.cumsum(np.array(gaps, dtype=np.int64))
+    cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
+    bits = np.unpackbits(np.frombuffer(payload, np.uint8))
+    idx, used = _decode_static(bits, n, cdf)
+    if used < 0:
+        raise CorruptFileError("arithmetic-coded payload is truncated or corrupted")
+    return alphabet[idx]

@@ -1,0 +1,445 @@
+"""The ``.mlc`` file: a compressed ``state_dict`` that loads back into PyTorch.
+
+Each tensor is stored in one of these representations, chosen per tensor by
+a :class:`TensorSpec`:
+
+* **sparsity** — ``dense``; ``bitmask`` (one bit per entry, then the
+  non-zeros); or ``relative``: Deep Compression's relative indices, each
+  non-zero's distance from the previous one in ``index_bits`` bits, with a
+  filler zero wherever a gap is too long for the field.
+* **values** — ``float32``; ``float16``; ``uniform`` (``bits``-bit codes with
+  an affine scale and zero point, per tensor or per output channel); or
+  ``codebook`` (``2**bits`` centroids found by 1-D k-means with linear
+  initialization, and a ``bits``-bit index per value, as in Deep
+  Compression).
+* **coder** for the integer streams (codes, indices): ``none`` (fixed-width
+  bit packing), ``huffman`` or ``rans``.
+
+Without a spec a tensor is stored exactly (its own dtype, dense, raw bytes).
+The file is ``MAGIC | version | header length | JSON header | header CRC-32
+| sections``; the header lists every section with its length and CRC-32, so
+a damaged file fails with a :class:`~mlcomp.coding.CorruptFileError` that
+names the tensor and section. Nothing in a file is ever executed: the header
+is JSON and the sections are numbers.
+
+>>> import tempfile, torch
+>>> state = {"w": torch.linspace(-1, 1, 64).reshape(8, 8), "b": torch.zeros(8)}
+>>> path = tempfile.mkdtemp() + "/tiny.mlc"
+>>> save_compressed(state, path, TensorSpec(values="codebook", bits=4))
+>>> back = load_compressed(path)
+>>> error = (back["w"] - state["w"]).abs().max()
+>>> bool(error < 0.07), torch.equal(back["b"], state["b"])
+(True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlcomp.coding import huffman, rans
+from mlcomp.coding._format import CorruptFileError
+from mlcomp.coding.bits import pack_bits, unpack_bits
+
+__all__ = ["TensorSpec", "save_compressed", "load_compressed", "inspect", "MAGIC"]
+
+MAGIC, VERSION = b"MLC\x1a", 1
+_DTYPES = {
+    str(t).removeprefix("torch."): t
+    for t in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+              torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+              torch.bool)
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """How to store one tensor; validates itself.
+
+    >>> TensorSpec(values="uniform", bits=20)
+    Traceback (most recent call last):
+    ...
+    ValueError: bits must be in 1..16 for uniform values, got 20
+    """
+
+    values: str = "float32"  # float32 | float16 | uniform | codebook
+    bits: int = 8  # for uniform and codebook values
+    per_channel: bool = False  # uniform: one scale per output channel (axis 0)
+    sparsity: str = "dense"  # dense | bitmask | relative
+    index_bits: int = 5  # relative indices: 5 for fc, 8 for conv in Deep Compression
+    coder: str = "none"  # none | huffman | rans, for the integer streams
+
+    def __post_init__(self) -> None:
+        choices = {
+            "values": ("float32", "float16", "uniform", "codebook"),
+            "sparsity": ("dense", "bitmask", "relative"),
+            "coder": ("none", "huffman", "rans"),
+        }
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(
+                    f"{field} must be one of {allowed}, got {getattr(self, field)!r}"
+                )
+        if self.values in ("uniform", "codebook") and not 1 <= self.bits <= 16:
+            raise ValueError(
+                f"bits must be in 1..16 for {self.values} values, got {self.bits}"
+            )
+        if not 1 <= self.index_bits <= 16:
+            raise ValueError(f"index_bits must be in 1..16, got {self.index_bits}")
+
+
+SpecLike = (
+    TensorSpec
+    | Mapping[str, TensorSpec]
+    | Callable[[str, torch.Tensor], TensorSpec | None]
+)
+
+
+def _spec_for(spec, name: str, tensor: torch.Tensor) -> TensorSpec | None:
+    if spec is None:
+        return None
+    if isinstance(spec, TensorSpec):  # weights only: floating, two or more dims
+        return spec if tensor.is_floating_point() and tensor.dim() >= 2 else None
+    if isinstance(spec, Mapping):
+        return spec.get(name)
+    return spec(name, tensor)
+
+
+# --- integer streams ----------------------------------------------------------
+
+
+def _code_ints(values: np.ndarray, bits: int, coder: str) -> bytes:
+    if coder == "huffman":
+        return huffman.encode(values)
+    if coder == "rans":
+        return rans.encode(values)
+    return pack_bits(values, bits)
+
+
+def _decode_ints(data: bytes, bits: int, coder: str, count: int) -> np.ndarray:
+    if coder == "huffman":
+        out = huffman.decode(data)
+    elif coder == "rans":
+        out = rans.decode(data)
+    else:
+        out = unpack_bits(data, bits, count)
+        if len(data) != (count * bits + 7) // 8:
+            raise CorruptFileError("packed stream has the wrong length")
+    if out.size != count or (out.size and out.max() >= 1 << bits):
+        raise CorruptFileError("integer stream does not match the header")
+    return out
+
+
+# --- quantizers ---------------------------------------------------------------
+
+
+def _uniform(x: np.ndarray, rows: np.ndarray, n_rows: int, bits: int):
+    """Affine ``bits``-bit codes per row; each row's range contains 0, so 0 is exact."""
+    levels = (1 << bits) - 1
+    lo, hi = np.zeros(n_rows), np.zeros(n_rows)
+    np.minimum.at(lo, rows, x)
+    np.maximum.at(hi, rows, x)
+    scale = np.where(hi > lo, (hi - lo) / levels, 1.0)
+    zero = np.clip(np.round(-lo / scale), 0, levels)
+    codes = np.clip(np.round(x / scale[rows]) + zero[rows], 0, levels)
+    return codes.astype(np.int64), scale, zero.astype(np.int64)
+
+
+def kmeans_1d(x: np.ndarray, k: int, iters: int = 100) -> np.ndarray:
+    """Sorted centroids of ``x`` by Lloyd's algorithm, started evenly over [min, max].
+
+    Deep Compression's linear initialization: unlike random or density-based
+    starts it keeps centroids on the rare large weights. With at most ``k``
+    distinct values the codebook is exact.
+
+    >>> kmeans_1d(np.array([0.0, 0.1, 0.9, 1.0, 1.1]), 2)
+    array([0.05, 1.  ])
+    """
+    xs = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    unique = np.unique(xs)
+    if unique.size <= k:
+        return unique
+    centroids = np.linspace(xs[0], xs[-1], k)
+    prefix = np.r_[0.0, np.cumsum(xs)]
+    for _ in range(iters):
+        bounds = np.r_[
+            0, np.searchsorted(xs, (centroids[1:] + centroids[:-1]) / 2), xs.size
+        ]
+        counts = np.diff(bounds)
+        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if np.array_equal(new, centroids):
+            break
+        centroids = new
+    return centroids
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x).astype(np.int64)
+
+
+# --- one tensor -----------------------------------------------------------------
+
+
+def _encode(t: torch.Tensor, s: TensorSpec, name: str):
+    x = t.detach().to(torch.float64).numpy().ravel()
+    entry: dict = {"spec": dataclasses.asdict(s)}
+    sections: dict[str, bytes] = {}
+    if s.sparsity == "dense":
+        positions = np.arange(x.size)
+    elif s.sparsity == "bitmask":
+        mask = x != 0
+        sections["mask"] = np.packbits(mask).tobytes()
+        positions = np.flatnonzero(mask)
+    else:
+        gaps = _relative_gaps(np.flatnonzero(x), s.index_bits)
+        sections["index"] = _code_ints(gaps, s.index_bits, s.coder)
+        positions = np.cumsum(gaps + 1) - 1  # fillers land on zeros
+    values = x[positions]
+    entry["stored"] = int(values.size)
+    if s.values in ("float32", "float16"):
+        if s.values == "float16" and np.abs(values).max(initial=0) > 65504:
+            raise ValueError(f"tensor {name!r} has values beyond float16's range")
+        sections["values"] = values.astype(
+            "<f4" if s.values == "float32" else "<f2"
+        ).tobytes()
+    elif s.values == "uniform":
+        n_rows = t.shape[0] if s.per_channel and t.dim() >= 1 else 1
+        rows = (
+            positions // max(x.size // max(n_rows, 1), 1)
+            if n_rows > 1
+            else np.zeros_like(positions)
+        )
+        codes, scale, zero = _uniform(values, rows, n_rows, s.bits)
+        entry["scale"], entry["zero_point"] = scale.tolist(), zero.tolist()
+        sections["values"] = _code_ints(codes, s.bits, s.coder)
+    else:
+        k = 1 << s.bits
+        if s.sparsity == "dense" or values.size == 0:
+            centroids = kmeans_1d(values, k) if values.size else np.zeros(1)
+        else:  # stored zeros (relative fillers) must stay exact zeros
+            centroids = (
+                np.union1d(kmeans_1d(values[values != 0], k - 1), [0.0])
+                if np.any(values != 0)
+                else np.zeros(1)
+            )
+        entry["centroids"] = centroids.tolist()
+        sections["values"] = _code_ints(_nearest(values, centroids), s.bits, s.coder)
+    return entry, sections
+
+
+def _relative_gaps(positions: np.ndarray, index_bits: int) -> np.ndarray:
+    """Index fields (distance - 1) of Deep Compression's relative indexing."""
+    span = 1 << index_bits
+    distance = np.diff(positions, prepend=-1)
+    fillers = (distance - 1) // span  # entries needed to bridge each gap
+    # each run: `fillers` entries of span - 1, then the remainder
+    out = np.full(int(fillers.sum() + distance.size), span - 1, np.int64)
+    ends = np.cumsum(fillers + 1) - 1
+    out[ends] = distance - fillers * span - 1
+    return out
+
+
+def _decode(entry: dict, sections: dict[str, bytes], name: str) -> np.ndarray:
+    s = TensorSpec(**entry["spec"])
+    count, stored = int(np.prod(entry["shape"])), int(entry["stored"])
+    if s.sparsity == "dense":
+        positions = np.arange(count)
+    elif s.sparsity == "bitmask":
+        mask = np.unpackbits(np.frombuffer(sections["mask"], np.uint8))[:count]
+        if mask.size != count or len(sections["mask"]) != (count + 7) // 8:
+            raise CorruptFileError(f"tensor {name!r}: the bitmask has the wrong size")
+        positions = np.flatnonzero(mask)
+    else:
+        gaps = _decode_ints(sections["index"], s.index_bits, s.coder, stored)
+        positions = np.cumsum(gaps + 1) - 1
+    if positions.size != stored or (stored and positions[-1] >= count):
+        raise CorruptFileError(f"tensor {name!r}: sparse indices do not fit its shape")
+    if s.values in ("float32", "float16"):
+        dtype = "<f4" if s.values == "float32" else "<f2"
+        if len(sections["values"]) != stored * np.dtype(dtype).itemsize:
+            raise CorruptFileError(f"tensor {name!r}: values have the wrong length")
+        values = np.frombuffer(sections["values"], dtype).astype(np.float64)
+    elif s.values == "uniform":
+        scale, zero = np.array(entry["scale"]), np.array(entry["zero_point"])
+        n_rows = scale.size
+        rows = positions // max(count // n_rows, 1) if n_rows > 1 else 0
+        codes = _decode_ints(sections["values"], s.bits, s.coder, stored)
+        values = (codes - zero[rows]) * scale[rows]
+    else:
+        centroids = np.array(entry["centroids"], dtype=np.float64)
+        idx = _decode_ints(sections["values"], s.bits, s.coder, stored)
+        if idx.size and idx.max() >= centroids.size:
+            raise CorruptFileError(f"tensor {name!r}: codebook index out of range")
+        values = centroids[idx]
+    x = np.zeros(count)
+    x[positions] = values
+    return x
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def save_compressed(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    spec: SpecLike | None = None,
+) -> None:
+    """Write ``state_dict`` to an ``.mlc`` file; without ``spec``, losslessly.
+
+    ``spec`` is a :class:`TensorSpec` (applied to every floating tensor with
+    two or more dimensions, i.e. the weights; biases, norms and buffers stay
+    exact), a mapping from tensor names to specs (unnamed tensors stay
+    exact), or a function ``(name, tensor) -> TensorSpec | None``. The file
+    is written to a temporary name and renamed, so a failed save never
+    leaves a half-written file behind.
+    """
+    entries, blobs = [], []
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise ValueError(f"tensor {name!r} has unsupported dtype {dtype}")
+        tensor = tensor.detach().cpu().contiguous()
+        s = _spec_for(spec, name, tensor)
+        if s is None:
+            entry, sections = (
+                {"spec": None},
+                {
+                    "raw": tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+                    if tensor.numel()
+                    else b""
+                },
+            )
+        else:
+            if not tensor.is_floating_point():
+                raise ValueError(f"tensor {name!r} ({dtype}) is not floating point")
+            entry, sections = _encode(tensor, s, name)
+        entry |= {"name": name, "shape": list(tensor.shape), "dtype": dtype}
+        entry["sections"] = [
+            {"kind": kind, "length": len(blob), "crc32": zlib.crc32(blob)}
+            for kind, blob in sections.items()
+        ]
+        entries.append(entry)
+        blobs.extend(sections.values())
+    header = json.dumps({"tensors": entries}, separators=(",", ":")).encode()
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + bytes([VERSION]) + len(header).to_bytes(4, "little"))
+        f.write(header + zlib.crc32(header).to_bytes(4, "little"))
+        for blob in blobs:
+            f.write(blob)
+    os.replace(tmp, path)
+
+
+def _read_header(data: bytes, path) -> tuple[list[dict], int]:
+    if len(data) < 9 or data[:4] != MAGIC:
+        raise CorruptFileError(f"{path} is not an .mlc file (no MLC magic number)")
+    if data[4] != VERSION:
+        raise CorruptFileError(
+            f"{path} is .mlc version {data[4]}; this reader knows version {VERSION}"
+        )
+    end = 9 + int.from_bytes(data[5:9], "little")
+    if len(data) < end + 4:
+        raise CorruptFileError(f"{path} is truncated inside its header")
+    header = data[9:end]
+    if zlib.crc32(header) != int.from_bytes(data[end : end + 4], "little"):
+        raise CorruptFileError(f"{path}: the header is corrupted (CRC-32 mismatch)")
+    try:
+        entries = json.loads(header)["tensors"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptFileError(f"{path}: the header is not valid .mlc JSON") from err
+    return entries, end + 4
+
+
+def load_compressed(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an ``.mlc`` file back into a ``state_dict`` (tensors in saved order)."""
+    data = open(path, "rb").read()
+    entries, pos = _read_header(data, path)
+    state = {}
+    for entry in entries:
+        name = entry["name"]
+        sections = {}
+        for sec in entry["sections"]:
+            blob = data[pos : pos + sec["length"]]
+            if len(blob) != sec["length"]:
+                raise CorruptFileError(
+                    f"{path} is truncated: tensor {name!r}, section {sec['kind']!r}"
+                )
+            if zlib.crc32(blob) != sec["crc32"]:
+                raise CorruptFileError(
+                    f"{path}: tensor {name!r}, section {sec['kind']!r} is corrupted "
+                    "(CRC-32 mismatch)"
+                )
+            sections[sec["kind"]] = blob
+            pos += sec["length"]
+        dtype = _DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CorruptFileError(f"{path}: tensor {name!r} has unknown dtype")
+        shape = tuple(entry["shape"])
+        if entry["spec"] is None:
+            raw = bytearray(sections["raw"])
+            if len(raw) != int(np.prod(shape)) * dtype.itemsize:
+                raise CorruptFileError(f"{path}: tensor {name!r} has the wrong size")
+            if not raw:  # torch.frombuffer refuses an empty buffer
+                state[name] = torch.empty(shape, dtype=dtype)
+                continue
+            raw = torch.frombuffer(raw, dtype=torch.uint8)
+            state[name] = raw.view(dtype).reshape(shape).clone()
+        else:
+            x = _decode(entry, sections, name)
+            state[name] = torch.from_numpy(x).to(dtype).reshape(shape)
+    if pos != len(data):
+        raise CorruptFileError(
+            f"{path} has {len(data) - pos} unexpected trailing bytes"
+        )
+    return state
+
+
+def inspect(path: str | os.PathLike) -> pd.DataFrame:
+    """Per-tensor table of an ``.mlc`` file: representation, bytes and bits per entry.
+
+    Reads only the header (checked by its CRC-32), not the tensors.
+    """
+    with open(path, "rb") as f:
+        head = f.read(9)
+        if len(head) == 9 and head[:4] == MAGIC:
+            head += f.read(int.from_bytes(head[5:9], "little") + 4)
+    entries, _ = _read_header(head, path)
+    rows = []
+    for e in entries:
+        s = e["spec"] or {}
+        count = int(np.prod(e["shape"]))
+        size = sum(sec["length"] for sec in e["sections"])
+        values = s.get("values", "raw " + e["dtype"])
+        if s.get("values") in ("uniform", "codebook"):
+            values = f"{values} {s['bits']}-bit" + (
+                " per channel" if s.get("per_channel") else ""
+            )
+        rows.append(
+            {
+                "tensor": e["name"],
+                "shape": "×".join(map(str, e["shape"])) or "scalar",
+                "sparsity": s.get("sparsity", "dense")
+                + (
+                    f" ({s['index_bits']}-bit)"
+                    if s.get("sparsity") == "relative"
+                    else ""
+                ),
+                "values": values,
+                "coder": s.get("coder", "none"),
+                "entries": count,
+                "stored": e.get("stored", count),
+                "bytes": size,
+                "bits/entry": round(8 * size / max(count, 1), 3),
+            }
+        )
+    return pd.DataFrame(rows).set_index("tensor")
