@@ -33,26 +33,48 @@ from mlcomp.coding._format import (
 )
 from mlcomp.coding.model import Categorical, code_alphabet
 
-__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "MAX_LENGTH"]
+__all__ = [
+    "merges",
+    "code_lengths",
+    "canonical_codes",
+    "encode",
+    "decode",
+    "MAX_LENGTH",
+]
 
 MAX_LENGTH = 32  # longest codeword the stream format allows
 TABLE_BITS = 11  # decoding table: 2**11 entries cover most symbols in one lookup
 _MAGIC, _VERSION = b"MLCH", 1
 
 
-def _natural_lengths(weights: np.ndarray) -> np.ndarray:
-    """Huffman's algorithm: merge the two lightest nodes until one is left."""
-    k = weights.size
-    parent = np.zeros(2 * k - 1, dtype=np.int64)
+def merges(weights) -> list[tuple[int, int, float]]:
+    """Huffman's algorithm step by step: merge the two lightest nodes, repeat.
+
+    Nodes ``0 .. k-1`` are the symbols; the ``i``-th merge creates node
+    ``k + i``. Returns ``(left, right, weight)`` per merge (ties are broken
+    by node id, so the result is deterministic).
+
+    >>> merges([5, 1, 1, 2])  # node 4 = {1, 2}, node 5 = {3, 4}, node 6 = root
+    [(1, 2, 2.0), (3, 4, 4.0), (5, 0, 9.0)]
+    """
     heap = [(float(w), i) for i, w in enumerate(weights)]
     heapq.heapify(heap)
-    node = k
+    node, steps = len(heap), []
     while len(heap) > 1:
         w1, a = heapq.heappop(heap)
         w2, b = heapq.heappop(heap)
-        parent[a] = parent[b] = node
+        steps.append((a, b, w1 + w2))
         heapq.heappush(heap, (w1 + w2, node))
         node += 1
+    return steps
+
+
+def _natural_lengths(weights: np.ndarray) -> np.ndarray:
+    """Depth of every leaf in Huffman's tree."""
+    k = weights.size
+    parent = np.zeros(2 * k - 1, dtype=np.int64)
+    for i, (a, b, _) in enumerate(merges(weights)):
+        parent[a] = parent[b] = k + i
     depth = np.zeros(2 * k - 1, dtype=np.int64)
     for n in range(2 * k - 3, -1, -1):  # parents have larger ids than children
         depth[n] = depth[parent[n]] + 1
