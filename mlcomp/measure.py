@@ -32,6 +32,7 @@ __all__ = [
     "Latency",
     "latency",
     "compare_latency",
+    "psnr",
 ]
 
 
@@ -230,3 +231,20 @@ def compare_latency(
         for name, fn in variants.items():
             times[name].append(latency(fn, example, repeats, threads=threads).median_ms)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def psnr(reference, distorted, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 log10(peak**2 / MSE)``; inf if equal.
+
+    >>> import numpy as np
+    >>> round(psnr(np.zeros(4), np.array([0, 0, 0, 2.0])), 2)
+    48.13
+    """
+    import numpy as np
+
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(distorted, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"shapes differ: {ref.shape} vs {out.shape}")
+    mse = float(np.mean((ref - out) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)

@@ -16,6 +16,7 @@ from mlcomp.coding import (
     entropy,
     huffman,
     kl_divergence,
+    lzw,
     pack_bits,
     rans,
     unpack_bits,
@@ -339,3 +340,40 @@ def test_pack_bits_validates():
     with pytest.raises(CorruptFileError, match="truncated"):
         unpack_bits(b"\x00", 5, 2)
     assert pack_bits([], 4) == b"" and unpack_bits(b"", 4, 0).size == 0
+
+
+# --- LZW ----------------------------------------------------------------------
+
+
+def test_lzw_codes_match_welchs_worked_example():
+    # the classic TOBEORNOT example; our learned codes start at 258, after
+    # the CLEAR (256) and END (257) control codes
+    expected = [84, 79, 66, 69, 79, 82, 78, 79, 84, 258, 260, 262, 267, 261,
+                263, 265, 257]  # fmt: skip
+    assert lzw.codes(b"TOBEORNOTTOBEORTOBEORNOT") == expected
+
+
+@pytest.mark.parametrize("max_bits", [9, 12, 16])
+def test_lzw_round_trips_through_dictionary_resets(max_bits):
+    rng = np.random.default_rng(max_bits)
+    samples = [
+        b"",
+        b"a",
+        b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",  # the KwKwK case, repeatedly
+        rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes(),
+        rng.choice(list(b"ab \n"), 50_000).astype(np.uint8).tobytes(),
+    ]
+    for data in samples:
+        assert lzw.decode(lzw.encode(data, max_bits)) == data
+    if max_bits == 9:
+        assert lzw.codes(samples[3], 9).count(256) > 10  # CLEAR codes were sent
+
+
+def test_lzw_compresses_text_and_rejects_damage():
+    data = ("the rain in spain stays mainly in the plain " * 200).encode()
+    blob = lzw.encode(data)
+    assert len(blob) < len(data) / 8
+    with pytest.raises(CorruptFileError, match="truncated"):
+        lzw.decode(blob[:-9])
+    with pytest.raises(ValueError, match="max_bits"):
+        lzw.encode(data, 20)

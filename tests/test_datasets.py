@@ -162,3 +162,18 @@ def test_penguins_has_real_missing_values():
     assert df.shape == (344, 8)
     assert set(df["species"]) == {"Adelie", "Chinstrap", "Gentoo"}
     assert df["sex"].isna().sum() == 11 and df["body_mass_g"].isna().sum() == 2
+
+
+def test_speech_is_deterministic_16_bit_audio():
+    a, sr = datasets.speech("compression")
+    b, _ = datasets.speech("compression")
+    assert a.dtype == np.int16 and sr == 22050 and np.array_equal(a, b)
+    assert 0.3 < a.size / sr < 2 and np.abs(a).max() > 1000
+    with pytest.raises(ValueError, match="empty"):
+        datasets.speech("  ")
+
+
+def test_speech_without_espeak_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(datasets.shutil, "which", lambda name: None)
+    with pytest.raises(datasets.DataNotFoundError, match="apt-get install espeak-ng"):
+        datasets.speech("hello")

@@ -12,9 +12,9 @@ import pytest
 import mlcomp
 
 MODULES = [
-    importlib.import_module(f"mlcomp.{m.name}")
-    for m in pkgutil.iter_modules(mlcomp.__path__)
-    if not m.name.startswith("_")
+    importlib.import_module(m.name)
+    for m in pkgutil.walk_packages(mlcomp.__path__, prefix="mlcomp.")
+    if not m.name.rsplit(".", 1)[-1].startswith("_")
 ]
 PUBLIC = [
     (module.__name__, name, getattr(module, name))

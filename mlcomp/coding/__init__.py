@@ -6,6 +6,9 @@
 * :mod:`~mlcomp.coding.rans` — interleaved rANS.
 * :mod:`~mlcomp.coding.arithmetic` — exact integer arithmetic coding, one
   symbol at a time with a model that may change at every step.
+* :mod:`~mlcomp.coding.lzw` — LZW dictionary coding (GIF's), for teaching.
+* :mod:`~mlcomp.coding.lossy` — the core of JPEG (8×8 DCT, quantization
+  tables, zig-zag, run-length symbols, Huffman) and G.711's mu-law and A-law.
 * :mod:`~mlcomp.coding.bits` — fixed-width bit packing.
 * :mod:`~mlcomp.coding.container` — the ``.mlc`` compressed-model file:
   :func:`save_compressed`, :func:`load_compressed`, :func:`inspect`.
@@ -22,7 +25,7 @@ Models are separate from coders, as in constriction: every coder takes
 ...     assert np.all(coder.decode(coder.encode(message, model)) == message)
 """
 
-from mlcomp.coding import arithmetic, container, huffman, rans
+from mlcomp.coding import arithmetic, container, huffman, lossy, lzw, rans
 from mlcomp.coding._format import CorruptFileError
 from mlcomp.coding.bits import pack_bits, unpack_bits
 from mlcomp.coding.container import (
@@ -45,6 +48,8 @@ __all__ = [
     "inspect",
     "kl_divergence",
     "load_compressed",
+    "lossy",
+    "lzw",
     "pack_bits",
     "rans",
     "save_compressed",

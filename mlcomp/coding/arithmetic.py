@@ -281,7 +281,11 @@ def encode(
 
 
 def decode(data: bytes) -> np.ndarray:
-    """Decode a stream made by :func:`encode`; returns int64 symbols."""
+    """Decode a stream made by :func:`encode`; returns int64 symbols.
+
+    >>> decode(encode([7, 7, 3])).tolist()
+    [7, 7, 3]
+    """
     header, payload = unpack(data, _MAGIC, _VERSION)
     (n, k, precision), pos = read_varints(header, 3)
     if n == 0:

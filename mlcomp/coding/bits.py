@@ -48,7 +48,11 @@ def pack_bits(values, bits: int) -> bytes:
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: the first ``count`` values, as int64."""
+    """Inverse of :func:`pack_bits`: the first ``count`` values, as int64.
+
+    >>> unpack_bits(bytes.fromhex("6c"), bits=2, count=3).tolist()
+    [1, 2, 3]
+    """
     _check_bits(bits)
     need = (count * bits + 7) // 8
     if len(data) < need:

@@ -283,6 +283,9 @@ def decode(data: bytes) -> np.ndarray:
 
     Raises :class:`~mlcomp.coding.CorruptFileError` when the stream is
     truncated, corrupted, or not a Huffman stream.
+
+    >>> decode(encode([2, 0, 2, 2])).tolist()
+    [2, 0, 2, 2]
     """
     header, payload = unpack(data, _MAGIC, _VERSION)
     (n, k), pos = read_varints(header, 2)

@@ -145,6 +145,9 @@ def decode(data: bytes) -> np.ndarray:
 
     Raises :class:`~mlcomp.coding.CorruptFileError` when the stream is
     truncated, corrupted, or not an rANS stream.
+
+    >>> decode(encode([5, 5, 1, 5])).tolist()
+    [5, 5, 1, 5]
     """
     header, payload = unpack(data, _MAGIC, _VERSION)
     (n, k, precision, streams), pos = read_varints(header, 4)
