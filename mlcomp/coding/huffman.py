@@ -304,9 +304,14 @@ def decode(data: bytes) -> np.ndarray:
         codes = canonical_codes(lengths)
     except ValueError as err:
         raise CorruptFileError(f"Huffman header: {err}") from None
-    tables = _tables(lengths, codes)
+    table_sym, table_len, first_code, count, offset, by_code, max_len = _tables(
+        lengths, codes
+    )
+    # the tables hold symbol values, so the kernel writes the message directly
+    table_sym, by_code = alphabet[table_sym], alphabet[by_code]
     buf = np.frombuffer(payload, np.uint8)
-    idx, used = _decode_bits(buf, n, *tables)
+    out, used = _decode_bits(buf, n, table_sym, table_len, first_code, count,
+                             offset, by_code, max_len)  # fmt: skip
     if used < 0 or used > 8 * len(payload):
         raise CorruptFileError("Huffman payload is truncated or corrupted")
-    return alphabet[idx]
+    return out

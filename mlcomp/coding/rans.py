@@ -50,8 +50,8 @@ def _encode_words(idx, freq, cum, precision, streams):  # pragma: no cover
     bound = np.uint64((_L >> precision) << 32)
     p = np.uint64(precision)
     pos = 0
+    j = (n - 1) % streams  # the state that codes symbol i, counting down
     for i in range(n - 1, -1, -1):
-        j = i % streams
         s = idx[i]
         f = np.uint64(freq[s])
         x = states[j]
@@ -60,6 +60,7 @@ def _encode_words(idx, freq, cum, precision, streams):  # pragma: no cover
             pos += 1
             x >>= np.uint64(32)
         states[j] = ((x // f) << p) + (x % f) + np.uint64(cum[s])
+        j = j - 1 if j > 0 else streams - 1
     for j in range(streams - 1, -1, -1):  # flush: the decoder reads state 0 first
         out[pos] = np.uint32(states[j] & np.uint64(0xFFFFFFFF))
         out[pos + 1] = np.uint32(states[j] >> np.uint64(32))
@@ -68,7 +69,7 @@ def _encode_words(idx, freq, cum, precision, streams):  # pragma: no cover
 
 
 @numba.njit(cache=True)
-def _decode_words(words, n, freq, cum, slot_to_symbol, precision, streams):
+def _decode_words(words, n, freq, cum, slot_to_symbol, precision, streams, alphabet):
     # pragma: no cover - compiled
     out = np.empty(n, np.int64)
     if words.size < 2 * streams:
@@ -81,19 +82,22 @@ def _decode_words(words, n, freq, cum, slot_to_symbol, precision, streams):
     pos = 2 * streams
     p = np.uint64(precision)
     mask = np.uint64((1 << precision) - 1)
+    j = 0  # the state whose turn it is (a counter: cheaper than i % streams)
     for i in range(n):
-        j = i % streams
         x = states[j]
         slot = x & mask
-        s = slot_to_symbol[slot]
-        x = np.uint64(freq[s]) * (x >> p) + slot - np.uint64(cum[s])
+        s = np.int64(slot_to_symbol[slot])
+        x = freq[s] * (x >> p) + slot - cum[s]
         if x < np.uint64(_L):
             if pos >= words.size:
                 return out, -1
             x = (x << np.uint64(32)) | np.uint64(words[pos])
             pos += 1
         states[j] = x
-        out[i] = s
+        out[i] = alphabet[s]  # the symbol value itself, in one pass
+        j += 1
+        if j == streams:
+            j = 0
     for j in range(streams):  # a valid stream ends where the encoder started
         if states[j] != np.uint64(_L):
             return out, -1
@@ -164,9 +168,14 @@ def decode(data: bytes) -> np.ndarray:
         raise CorruptFileError("rANS payload is not a whole number of 32-bit words")
     alphabet = np.cumsum(np.array(gaps, dtype=np.int64))
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
-    slot_to_symbol = np.repeat(np.arange(k, dtype=np.int64), freq)
+    # the slot table is read once per symbol: keep it small enough for the cache
+    dtype = np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int32
+    slot_to_symbol = np.repeat(np.arange(k, dtype=dtype), freq)
     words = np.frombuffer(payload, "<u4").astype(np.uint32)
-    idx, used = _decode_words(words, n, freq, cum, slot_to_symbol, precision, streams)
+    out, used = _decode_words(
+        words, n, freq.astype(np.uint64), cum.astype(np.uint64), slot_to_symbol,
+        precision, streams, alphabet,
+    )  # fmt: skip
     if used != words.size:
         raise CorruptFileError("rANS payload is truncated or corrupted")
-    return alphabet[idx]
+    return out
