@@ -22,6 +22,8 @@ __all__ = [
     "pack",
     "unpack",
     "as_symbols",
+    "write_table",
+    "read_table",
 ]
 
 
@@ -147,3 +149,25 @@ def as_symbols(symbols) -> np.ndarray:
     if arr.max() > np.iinfo(np.int64).max:
         raise ValueError("symbols must fit in int64")
     return arr.astype(np.int64)
+
+
+def write_table(alphabet: np.ndarray, freq: np.ndarray) -> bytes:
+    """A coder's model in its header: the symbols (as gaps) and their frequencies.
+
+    >>> read_table(write_table(np.array([3, 9]), np.array([5, 11])), 0, 2, 4, "test")
+    (array([3, 9]), array([ 5, 11]), 4)
+    """
+    return write_varints(np.diff(alphabet, prepend=0)) + write_varints(freq)
+
+
+def read_table(header: bytes, pos: int, k: int, precision: int, what: str):
+    """Read :func:`write_table`'s output; check the frequencies sum to 2**precision.
+
+    Returns (alphabet, frequencies, position after the table).
+    """
+    gaps, pos = read_varints(header, k, pos, what)
+    freq, pos = read_varints(header, k, pos, what)
+    freq = np.array(freq, dtype=np.int64)
+    if freq.size != k or freq.sum() != 1 << precision or not (freq >= 1).all():
+        raise CorruptFileError(f"{what} has an invalid frequency table")
+    return np.cumsum(np.array(gaps, dtype=np.int64)), freq, pos

@@ -35,8 +35,10 @@ from mlcomp.coding._format import (
     CorruptFileError,
     as_symbols,
     pack,
+    read_table,
     read_varints,
     unpack,
+    write_table,
     write_varints,
 )
 from mlcomp.coding.model import Categorical, code_alphabet, default_precision
@@ -276,7 +278,7 @@ def encode(
     freq = Categorical(weights).frequencies(precision)
     cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
     payload = np.packbits(_encode_static(idx.astype(np.int64), cdf)).tobytes()
-    header += write_varints(np.diff(alphabet, prepend=0)) + write_varints(freq)
+    header += write_table(alphabet, freq)
     return pack(_MAGIC, _VERSION, header, payload)
 
 
@@ -290,13 +292,10 @@ def decode(data: bytes) -> np.ndarray:
     (n, k, precision), pos = read_varints(header, 3)
     if n == 0:
         return np.zeros(0, np.int64)
-    gaps, pos = read_varints(header, k, pos)
-    freq, pos = read_varints(header, k, pos)
-    if pos != len(header) or sum(freq) != 1 << precision or min(freq) < 1:
-        raise CorruptFileError(
-            "arithmetic-coding header has an invalid frequency table"
-        )
-    alphabet = np.cumsum(np.array(gaps, dtype=np.int64))
+    what = "arithmetic-coding header"
+    alphabet, freq, pos = read_table(header, pos, k, precision, what)
+    if pos != len(header):
+        raise CorruptFileError(f"{what} has trailing bytes")
     cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
     bits = np.unpackbits(np.frombuffer(payload, np.uint8))
     idx, used = _decode_static(bits, n, cdf)

@@ -29,8 +29,10 @@ from mlcomp.coding._format import (
     CorruptFileError,
     as_symbols,
     pack,
+    read_table,
     read_varints,
     unpack,
+    write_table,
     write_varints,
 )
 from mlcomp.coding.model import Categorical, code_alphabet, default_precision
@@ -140,7 +142,7 @@ def encode(
     freq = Categorical(weights).frequencies(precision)
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
     words = _encode_words(idx.astype(np.int64), freq, cum, precision, streams)
-    header += write_varints(np.diff(alphabet, prepend=0)) + write_varints(freq)
+    header += write_table(alphabet, freq)
     return pack(_MAGIC, _VERSION, header, words.astype("<u4").tobytes())
 
 
@@ -159,14 +161,11 @@ def decode(data: bytes) -> np.ndarray:
         return np.zeros(0, np.int64)
     if not (1 <= precision <= MAX_PRECISION and 1 <= streams <= 64 and k >= 1):
         raise CorruptFileError("rANS header has invalid parameters")
-    gaps, pos = read_varints(header, k, pos)
-    freq, pos = read_varints(header, k, pos)
-    freq = np.array(freq, dtype=np.int64)
-    if pos != len(header) or freq.sum() != 1 << precision or freq.min() < 1:
-        raise CorruptFileError("rANS header has an invalid frequency table")
+    alphabet, freq, pos = read_table(header, pos, k, precision, "rANS header")
+    if pos != len(header):
+        raise CorruptFileError("rANS header has trailing bytes")
     if len(payload) % 4:
         raise CorruptFileError("rANS payload is not a whole number of 32-bit words")
-    alphabet = np.cumsum(np.array(gaps, dtype=np.int64))
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
     # the slot table is read once per symbol: keep it small enough for the cache
     dtype = np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int32
