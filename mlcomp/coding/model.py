@@ -34,11 +34,13 @@ def _distribution(p, name: str = "p") -> np.ndarray:
     return p / total
 
 
-def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
+def _on_support(p, q) -> tuple[np.ndarray, np.ndarray] | None:
+    """``p`` and ``q`` where ``p > 0``; None if ``q`` misses part of that support."""
     p, q = _distribution(p, "p"), _distribution(q, "q")
     if p.shape != q.shape:
         raise ValueError(f"p and q differ in shape: {p.shape} vs {q.shape}")
-    return p, q
+    nz = p > 0
+    return None if np.any(q[nz] == 0) else (p[nz], q[nz])
 
 
 def entropy(p) -> float:
@@ -62,11 +64,11 @@ def cross_entropy(p, q) -> float:
     >>> round(cross_entropy([0.5, 0.5], [0.25, 0.75]), 4)
     1.2075
     """
-    p, q = _pair(p, q)
-    nz = p > 0
-    if np.any(q[nz] == 0):
+    support = _on_support(p, q)
+    if support is None:
         return float("inf")
-    return float(-(p[nz] * np.log2(q[nz])).sum()) + 0.0
+    p, q = support
+    return float(-(p * np.log2(q)).sum()) + 0.0
 
 
 def kl_divergence(p, q) -> float:
@@ -77,11 +79,11 @@ def kl_divergence(p, q) -> float:
     >>> round(kl_divergence([0.5, 0.5], [0.25, 0.75]), 4)
     0.2075
     """
-    p, q = _pair(p, q)
-    nz = p > 0
-    if np.any(q[nz] == 0):
+    support = _on_support(p, q)
+    if support is None:
         return float("inf")
-    return max(float((p[nz] * np.log2(p[nz] / q[nz])).sum()), 0.0)
+    p, q = support
+    return max(float((p * np.log2(p / q)).sum()), 0.0)
 
 
 class Categorical:
