@@ -1,0 +1,100 @@
+"""Quantization: fewer bits per weight and per activation.
+
+* :mod:`~mlcomp.quant.core` — the uniform quantizer as pure tensor
+  functions: :func:`qparams` (four observers), :func:`quantize`,
+  :func:`dequantize`, :func:`fake_quantize` (straight-through gradient),
+  :func:`sqnr`.
+* :mod:`~mlcomp.quant.qat` — the model-level verb
+  ``quantize_(model, QuantConfig(...), filter_fn)`` for simulated
+  (fake-quant) post-training quantization and quantization-aware training;
+  :func:`calibrate`, :func:`remove_`, :func:`sensitivity`.
+* :mod:`~mlcomp.quant.nonuniform` — k-means weight sharing (:func:`kmeans_`)
+  with trainable centroids; binary and ternary weights.
+* :mod:`~mlcomp.quant.mixed` — a bit width per layer under a size budget.
+* :mod:`~mlcomp.quant.runtime` — real int8: ONNX export, ONNX Runtime
+  static/dynamic quantization, sessions wrapped as modules, per-node
+  profiles.
+* :func:`pack_bits` / :func:`unpack_bits` — codes of any width from 1 to 32
+  bits packed with no padding but the last byte's (shared with
+  :mod:`mlcomp.coding.bits`).
+
+>>> import torch
+>>> from mlcomp import quant
+>>> w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+>>> scale, zero = quant.qparams(w, bits=4, scheme="symmetric", axis=0)
+>>> codes = quant.quantize(w, scale, zero, bits=4, scheme="symmetric", axis=0)
+>>> data = quant.pack_bits((codes + 8).flatten(), 4)  # 4-bit codes, 2 per byte
+>>> back = torch.from_numpy(quant.unpack_bits(data, 4, codes.numel()) - 8)
+>>> len(data), torch.equal(back.reshape(codes.shape), codes)
+(1024, True)
+>>> 17 < quant.sqnr(w, quant.dequantize(codes, scale, zero, axis=0)) < 22
+True
+"""
+
+from mlcomp.coding.bits import pack_bits, unpack_bits
+from mlcomp.quant import core, mixed, nonuniform, qat, runtime
+from mlcomp.quant.core import (
+    dequantize,
+    fake_quantize,
+    observe_range,
+    qparams,
+    qrange,
+    quantize,
+    range_qparams,
+    sqnr,
+)
+from mlcomp.quant.mixed import allocate_bits
+from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, ternarize
+from mlcomp.quant.qat import (
+    ActivationQuantizer,
+    QuantConfig,
+    WeightQuantizer,
+    calibrate,
+    quantize_,
+    remove_,
+    round_params_,
+    sensitivity,
+)
+from mlcomp.quant.runtime import (
+    OnnxModule,
+    export_onnx,
+    node_names,
+    profile_onnx,
+    quantize_onnx,
+)
+
+__all__ = [
+    "ActivationQuantizer",
+    "OnnxModule",
+    "QuantConfig",
+    "WeightQuantizer",
+    "allocate_bits",
+    "binarize",
+    "calibrate",
+    "codebooks",
+    "core",
+    "dequantize",
+    "export_onnx",
+    "fake_quantize",
+    "kmeans_",
+    "mixed",
+    "node_names",
+    "nonuniform",
+    "observe_range",
+    "pack_bits",
+    "profile_onnx",
+    "qat",
+    "qparams",
+    "qrange",
+    "quantize",
+    "quantize_",
+    "quantize_onnx",
+    "range_qparams",
+    "remove_",
+    "round_params_",
+    "runtime",
+    "sensitivity",
+    "sqnr",
+    "ternarize",
+    "unpack_bits",
+]
