@@ -387,16 +387,16 @@ def fake_quantize(
     if (scale is None) != (zero_point is None):
         raise ValueError("pass both scale and zero_point, or neither")
     if scale is None:
-        scale, zero_point = qparams(x.detach(), bits, scheme, axis, observer, percentile)
+        scale, zero_point = qparams(
+            x.detach(), bits, scheme, axis, observer, percentile
+        )
     scale, zero_point = _check_params(x, scale, zero_point, axis)
     qmin, qmax = qrange(bits, scheme)
-    return _FakeQuantize.apply(
-        x, scale.to(x.dtype), zero_point.to(x.dtype), qmin, qmax
-    )
+    return _FakeQuantize.apply(x, scale.to(x.dtype), zero_point.to(x.dtype), qmin, qmax)
 
 
 def sqnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio ``10 log10(sum x^2 / sum (x - x_hat)^2)`` in dB.
+    """Signal-to-noise ratio ``10 log10(sum x^2 / sum (x - x_hat)^2)``, in dB.
 
     Each extra bit of a uniform quantizer adds about 6.02 dB.
 

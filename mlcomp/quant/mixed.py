@@ -50,12 +50,15 @@ def allocate_bits(
     # Each front entry: (size in bits, cost, choices); sorted by size, cost falling.
     front: list[tuple[float, float, dict[str, int]]] = [(0, 0.0, {})]
     for layer, options in costs.items():
-        grown = sorted((
-            (size + sizes[layer] * b, cost + c, {**choice, layer: b})
-            for size, cost, choice in front
-            for b, c in options.items()
-            if size + sizes[layer] * b <= budget
-        ), key=lambda e: (e[0], e[1]))
+        grown = sorted(
+            (
+                (size + sizes[layer] * b, cost + c, {**choice, layer: b})
+                for size, cost, choice in front
+                for b, c in options.items()
+                if size + sizes[layer] * b <= budget
+            ),
+            key=lambda e: (e[0], e[1]),
+        )
         front = []
         for entry in grown:
             if not front or entry[1] < front[-1][1]:
@@ -63,6 +66,7 @@ def allocate_bits(
         if not front:
             least = sum(sizes[name] * min(costs[name]) for name in costs)
             raise ValueError(
-                f"budget of {budget} bits is below the smallest allocation ({least} bits)"
+                f"budget of {budget} bits is below the smallest allocation "
+                f"({least} bits)"
             )
     return min(front, key=lambda e: (e[1], e[0]))[2]

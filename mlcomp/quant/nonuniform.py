@@ -80,7 +80,9 @@ def ternarize(
     keep = mags > delta
     kept = _channel_mean(mags * keep, axis)
     share = _channel_mean(keep.to(w.dtype), axis)
-    alpha = torch.where(share > 0, kept / share.clamp_min(1e-12), torch.zeros_like(kept))
+    alpha = torch.where(
+        share > 0, kept / share.clamp_min(1e-12), torch.zeros_like(kept)
+    )
     return torch.sign(w) * keep * alpha
 
 
@@ -130,14 +132,18 @@ def kmeans_(
     for name, module in layers.items():
         b = bits[name] if isinstance(bits, Mapping) else bits
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16:
-            raise ValueError(f"bits for layer {name!r} must be an int in 1..16, got {b!r}")
+            raise ValueError(
+                f"bits for layer {name!r} must be an int in 1..16, got {b!r}"
+            )
         if hasattr(module, "weight_orig") or hasattr(module, "weight_centroids"):
             raise ValueError(
                 f"layer {name!r} already has a mask or a codebook; call "
                 "prune.remove_ / quant.remove_ first"
             )
         if torch.nn.utils.parametrize.is_parametrized(module, "weight"):
-            raise ValueError(f"layer {name!r} is parametrized; call quant.remove_ first")
+            raise ValueError(
+                f"layer {name!r} is parametrized; call quant.remove_ first"
+            )
         w = module.weight.detach()
         nonzero = w != 0
         k = 1 << b

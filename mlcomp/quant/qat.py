@@ -89,7 +89,8 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if self.weight_scheme not in WEIGHT_SCHEMES:
             raise ValueError(
-                f"weight_scheme must be one of {WEIGHT_SCHEMES}, got {self.weight_scheme!r}"
+                f"weight_scheme must be one of {WEIGHT_SCHEMES}, "
+                f"got {self.weight_scheme!r}"
             )
         if self.granularity not in GRANULARITIES:
             raise ValueError(
@@ -114,9 +115,23 @@ class QuantConfig:
         if self.activation_bits is not None:
             core.qrange(self.activation_bits, self.activation_scheme)
         if self.weight_bits is None and self.activation_bits is None:
-            raise ValueError("nothing to quantize: weight_bits and activation_bits are None")
+            raise ValueError(
+                "nothing to quantize: weight_bits and activation_bits are None"
+            )
         if not 0.0 < self.momentum <= 1.0:
             raise ValueError(f"momentum must lie in (0, 1], got {self.momentum}")
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the projected weight, exactly; backward: the identity."""
+
+    @staticmethod
+    def forward(ctx, w, projected):
+        return projected.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 class WeightQuantizer(nn.Module):
@@ -137,9 +152,11 @@ class WeightQuantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         axis = 0 if self.per_channel and w.dim() > 1 else None
         if self.scheme == "binary":
-            return w + (nonuniform.binarize(w, axis) - w).detach()
+            return _StraightThrough.apply(w, nonuniform.binarize(w.detach(), axis))
         if self.scheme == "ternary":
-            return w + (nonuniform.ternarize(w, axis=axis) - w).detach()
+            return _StraightThrough.apply(
+                w, nonuniform.ternarize(w.detach(), axis=axis)
+            )
         return core.fake_quantize(w, self.bits, self.scheme, axis, self.observer)
 
     def extra_repr(self) -> str:
@@ -170,7 +187,9 @@ class ActivationQuantizer(nn.Module):
         super().__init__()
         core.qrange(bits, scheme)
         if observer not in core.OBSERVERS:
-            raise ValueError(f"observer must be one of {core.OBSERVERS}, got {observer!r}")
+            raise ValueError(
+                f"observer must be one of {core.OBSERVERS}, got {observer!r}"
+            )
         self.bits, self.scheme, self.momentum = bits, scheme, momentum
         self.observer = observer
         self.register_buffer("lo", torch.tensor(0.0))
@@ -183,7 +202,9 @@ class ActivationQuantizer(nn.Module):
             flat = x.detach().reshape(-1)
             pick = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(
                 len(self.samples)))[:16384]  # fmt: skip
-            self.samples.append(torch.cat([flat[pick], flat.min()[None], flat.max()[None]]))
+            self.samples.append(
+                torch.cat([flat[pick], flat.min()[None], flat.max()[None]])
+            )
             return x
         if self.training:
             with torch.no_grad():
@@ -203,7 +224,8 @@ class ActivationQuantizer(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, scheme={self.scheme}, range=[{float(self.lo):.4g}, {float(self.hi):.4g}]"
+        lo, hi = float(self.lo), float(self.hi)
+        return f"bits={self.bits}, scheme={self.scheme}, range=[{lo:.4g}, {hi:.4g}]"
 
 
 def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
@@ -244,10 +266,14 @@ def quantize_(
                 "quant.remove_ first"
             )
         if parametrize.is_parametrized(module) or hasattr(module, "input_quantizer"):
-            raise ValueError(f"layer {name!r} is already quantized; call quant.remove_ first")
+            raise ValueError(
+                f"layer {name!r} is already quantized; call quant.remove_ first"
+            )
     for module in layers.values():
         if config.weight_bits is not None:
-            parametrize.register_parametrization(module, "weight", WeightQuantizer(config))
+            parametrize.register_parametrization(
+                module, "weight", WeightQuantizer(config)
+            )
         if config.activation_bits is not None:
             module.input_quantizer = ActivationQuantizer(
                 config.activation_bits,
@@ -323,7 +349,9 @@ def remove_(model: nn.Module) -> nn.Module:
     """
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            parametrize.remove_parametrizations(
+                module, "weight", leave_parametrized=True
+            )
         if hasattr(module, "input_quantizer"):
             module._input_quant_hook.remove()
             del module.input_quantizer, module._input_quant_hook
@@ -364,7 +392,7 @@ def sensitivity(
     filter_fn: FilterFn | None = None,
     config: QuantConfig | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Accuracy on ``data`` when each layer alone has its weights quantized to each width.
+    """Accuracy on ``data`` with each layer alone quantized to each weight width.
 
     ``config`` gives the other settings (default: symmetric, per channel,
     weights only). Returns ``{layer: {bits: accuracy}}``; ``model`` is left
