@@ -84,6 +84,7 @@ def fit(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    autocast: torch.dtype | None = None,
 ) -> list[float]:
     """Train ``model`` in place and return the mean training loss of each epoch.
 
@@ -91,6 +92,11 @@ def fit(
     ``"cosine"`` (decay to zero over all steps) or ``"constant"``. ``on_step``
     is called with the global step number after every optimizer step (later
     chapters use it to re-apply pruning masks or advance a sparsity schedule).
+    ``autocast`` (e.g. ``torch.bfloat16``) runs the forward pass and loss
+    under ``torch.autocast("cpu", dtype=autocast)``: mixed precision, with the
+    weights and the optimizer state kept in fp32 (the "master weights").
+    bfloat16 has fp32's exponent range, so no loss scaling is needed; float16
+    would need it and is refused here.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(256, 2, generator=g); y = (X[:, 0] > 0).long()
@@ -123,6 +129,8 @@ def fit(
         sched = None
     else:
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if autocast not in (None, torch.bfloat16):
+        raise ValueError(f"autocast must be None or torch.bfloat16, got {autocast}")
     loss_fn = loss_fn or nn.functional.cross_entropy
     generator = torch.Generator().manual_seed(seed)
     history, step = [], 0
@@ -138,7 +146,9 @@ def fit(
             mininterval=1.0,  # keeps logs short when stderr is not a terminal
         )
         for xb, yb in bar:
-            loss = loss_fn(model(xb), yb)
+            with torch.autocast("cpu", dtype=autocast or torch.bfloat16,
+                                enabled=autocast is not None):  # fmt: skip
+                loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
