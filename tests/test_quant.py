@@ -534,3 +534,12 @@ def test_runtime_errors_are_clear(onnx_pair, tmp_path):
 
 def test_core_module_lists_its_observers():
     assert core.OBSERVERS == ("minmax", "percentile", "mse", "entropy")
+
+
+def test_capture_inputs_sees_what_each_layer_gets():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).train()
+    x = randn(6, 3)
+    inputs = quant.capture_inputs(net, x)
+    assert torch.equal(inputs["0"], x)
+    assert torch.equal(inputs["2"], torch.relu(net[0](x)).detach())
+    assert net.training and not net[0]._forward_pre_hooks

@@ -42,6 +42,7 @@ __all__ = [
     "ActivationQuantizer",
     "quantize_",
     "calibrate",
+    "capture_inputs",
     "remove_",
     "round_params_",
     "sensitivity",
@@ -283,6 +284,37 @@ def quantize_(
             )
             module._input_quant_hook = module.register_forward_pre_hook(_quantize_input)
     return model
+
+
+@torch.no_grad()
+def capture_inputs(
+    model: nn.Module, x: torch.Tensor, filter_fn: FilterFn | None = None
+) -> dict[str, torch.Tensor]:
+    """The input of every Linear/Conv2d layer when ``model`` runs on ``x``.
+
+    These are the activations that static quantization must cover.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> inputs = capture_inputs(net, torch.ones(5, 3))
+    >>> {name: tuple(t.shape) for name, t in inputs.items()}
+    {'0': (5, 3), '2': (5, 4)}
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        module.register_forward_pre_hook(
+            lambda m, inputs, name=name: captured.__setitem__(name, inputs[0].detach())
+        )
+        for name, module in _layers(model, filter_fn).items()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return captured
 
 
 @torch.no_grad()
