@@ -188,7 +188,11 @@ def test_entropy_observer_clips_outliers_but_not_uniform_data():
     assert 2.0 < float(hi[0]) < 20.0 and float(lo[0]) == -float(hi[0])
     flat = torch.rand(20_000, generator=GEN)
     lo, hi = quant.observe_range(flat, 8, "affine", observer="entropy")
-    assert float(hi[0]) > 0.95 * float(flat.max()) and float(lo[0]) == float(flat.min())
+    assert float(hi[0]) > 0.95 * float(flat.max()) and float(lo[0]) == 0.0
+    # post-ReLU data: the spike of exact zeros does not drag the range down
+    relu = torch.relu(randn(20_000))
+    lo, hi = quant.observe_range(relu, 4, "affine", observer="entropy")
+    assert float(lo[0]) == 0.0 and 0.3 * float(relu.max()) < float(hi[0])
 
 
 # --- binary, ternary, k-means --------------------------------------------------

@@ -26,7 +26,11 @@ The *observer* chooses the range ``[lo, hi]`` from data:
 * ``"mse"`` — the range ``alpha * [min, max]``, ``alpha`` from a grid of 100
   values in (0, 1], that minimises the mean squared quantization error.
 * ``"entropy"`` — the clipping threshold whose quantized histogram is closest
-  in KL divergence to the original one (Migacz 2017, TensorRT's calibrator).
+  in KL divergence to the original one (Migacz 2017, TensorRT's calibrator):
+  on ``|x|`` for the symmetric scheme; for the affine scheme the bottom of
+  the range stays at ``min(x, 0)`` and only the top is searched, which suits
+  ReLU outputs and inputs with a floor such as a normalized image's
+  background.
 
 Rounding is round-half-to-even, as in ``torch.round`` and in PyTorch's
 ``fake_quantize`` ops, against which the tests check this module.
@@ -145,6 +149,12 @@ def _kl_threshold(values: np.ndarray, levels: int, bins: int = 2048) -> float:
     everything above folded into its last bin, is the reference P; Q is P
     merged into ``levels`` equal groups, each group's mass spread evenly over
     its non-empty bins. The threshold minimising KL(P || Q) wins.
+
+    Exact zeros (a ReLU's output is often mostly zeros) are represented
+    exactly by every threshold; left in, their spike in the first bin would
+    dominate both distributions, so the first bin is given the second's
+    count, as in NVIDIA's calibrator. Candidates start at ``bins / 16``, so
+    the range keeps at least 1/16 of the observed maximum.
     """
     mags = np.abs(values)
     top = float(mags.max(initial=0.0))
@@ -153,9 +163,11 @@ def _kl_threshold(values: np.ndarray, levels: int, bins: int = 2048) -> float:
     levels = min(levels, bins)
     hist, edges = np.histogram(mags, bins=bins, range=(0.0, top))
     hist = hist.astype(np.float64)
+    hist[0] = hist[1]
     best, best_kl = bins, math.inf
-    stride = max(1, (bins - levels) // 256)
-    for i in range(levels, bins + 1, stride):
+    start = max(levels, bins // 16)
+    stride = max(1, (bins - start) // 256)
+    for i in range(start, bins + 1, stride):
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()
         # Q: merge the i bins into `levels` groups, then spread evenly.
@@ -175,15 +187,18 @@ def _kl_threshold(values: np.ndarray, levels: int, bins: int = 2048) -> float:
 
 
 def _entropy(rows, bits, scheme):
+    """Symmetric: a threshold on ``|x|``. Affine: the bottom stays at min(x, 0)
+    and the top is searched on ``x - bottom``."""
     qmin, qmax = qrange(bits, scheme)
-    levels = qmax if scheme == "symmetric" else qmax - qmin
-    lo, hi = _minmax(rows)
-    t = torch.tensor(
-        [_kl_threshold(r, levels) for r in rows.numpy()], dtype=torch.float64
-    )
     if scheme == "symmetric":
+        t = [_kl_threshold(r, qmax) for r in rows.numpy()]
+        t = torch.tensor(t, dtype=torch.float64)
         return -t, t
-    return torch.maximum(lo, -t), torch.minimum(hi, t)
+    lo, hi = _minmax(rows)
+    bottom = torch.clamp(lo, max=0.0)
+    shifted = (rows - bottom[:, None]).numpy()
+    t = [_kl_threshold(r, qmax - qmin) for r in shifted]
+    return bottom, torch.minimum(hi, bottom + torch.tensor(t, dtype=torch.float64))
 
 
 def observe_range(

@@ -197,15 +197,15 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("observed", torch.tensor(False))
         self.samples: list[torch.Tensor] | None = None  # set while calibrating
+        self.extremes: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.samples is not None:  # calibrating: record, do not quantize
             flat = x.detach().reshape(-1)
-            pick = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(
-                len(self.samples)))[:16384]  # fmt: skip
-            self.samples.append(
-                torch.cat([flat[pick], flat.min()[None], flat.max()[None]])
-            )
+            seed = torch.Generator().manual_seed(len(self.samples))
+            pick = torch.randperm(flat.numel(), generator=seed)[:16384]
+            self.samples.append(flat[pick])
+            self.extremes.append(torch.stack([flat.min(), flat.max()]))
             return x
         if self.training:
             with torch.no_grad():
@@ -327,11 +327,12 @@ def calibrate(
 ) -> nn.Module:
     """Set every activation range from ``batches`` batches of ``data``.
 
-    Each quantizer records a sample of its inputs (16,384 values a batch,
-    plus each batch's exact min and max) while the model runs unquantized,
-    then takes its range from ``observer`` (default: the one in the
-    config). This is the calibration step of post-training quantization.
-    Returns ``model``, in eval mode.
+    Each quantizer records a sample of its inputs (16,384 values a batch)
+    and their exact min and max while the model runs unquantized, then takes
+    its range from ``observer`` (default: the one in the config); min-max
+    uses the exact extremes, the other observers the sample. This is the
+    calibration step of post-training quantization. Returns ``model``, in
+    eval mode.
 
     >>> net = quantize_(nn.Sequential(nn.Linear(4, 2)),
     ...                 QuantConfig(weight_bits=None, activation_bits=8))
@@ -345,7 +346,7 @@ def calibrate(
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
     for q in quantizers:
-        q.samples = []
+        q.samples, q.extremes = [], []
     model.eval()
     try:
         for i, (xb, _) in enumerate(train.batches(data, batch_size)):
@@ -355,14 +356,18 @@ def calibrate(
         for q in quantizers:
             if not q.samples:
                 raise ValueError("data gave no batch to calibrate on")
-            sample = torch.cat(q.samples)
-            lo, hi = core.observe_range(
-                sample, q.bits, q.scheme, observer=observer or q.observer
-            )
+            chosen = observer or q.observer
+            if chosen == "minmax":
+                extremes = torch.stack(q.extremes)
+                lo, hi = extremes[:, 0].min()[None], extremes[:, 1].max()[None]
+            else:
+                lo, hi = core.observe_range(
+                    torch.cat(q.samples), q.bits, q.scheme, observer=chosen
+                )
             q.lo.fill_(float(lo[0])), q.hi.fill_(float(hi[0])), q.observed.fill_(True)
     finally:
         for q in quantizers:
-            q.samples = None
+            q.samples, q.extremes = None, []
     return model
 
 
