@@ -44,7 +44,7 @@ from mlcomp.quant.core import (
     sqnr,
 )
 from mlcomp.quant.mixed import allocate_bits
-from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, ternarize
+from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, kmeans_1d, ternarize
 from mlcomp.quant.qat import (
     ActivationQuantizer,
     QuantConfig,
@@ -79,6 +79,7 @@ __all__ = [
     "export_onnx",
     "fake_quantize",
     "kmeans_",
+    "kmeans_1d",
     "mixed",
     "node_names",
     "nonuniform",
