@@ -9,6 +9,10 @@ call, measure and plot.
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
 * :mod:`mlcomp.measure` — parameters, bytes, MACs, latency
 * :mod:`mlcomp.zoo` — the reference models, trained here and cached
+* :mod:`mlcomp.coding` — entropy coders and the ``.mlc`` compressed-model file
+* :mod:`mlcomp.prune`, :mod:`mlcomp.prune_structured` — pruning
+* :mod:`mlcomp.quant` — quantization, simulated and real (ONNX Runtime int8)
+* :mod:`mlcomp.lowrank` — SVD and Tucker-2 factorization
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
 """
 
