@@ -19,7 +19,6 @@ and un-prunes (:func:`remove_`) exactly like one pruned by PyTorch.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 
@@ -313,15 +312,13 @@ def sensitivity_scan(
     >>> list(sensitivity_scan(net, (X, y), [0.0, 0.5]))
     ['1']
     """
-    amounts = list(amounts)
-    result = {}
-    for name in prunable(model, filter_fn):
-        result[name] = {}
-        for amount in amounts:
-            trial = copy.deepcopy(model)
-            magnitude_(trial, amount, filter_fn=lambda n, m, name=name: n == name)
-            result[name][amount] = train.evaluate(trial, data)
-    return result
+
+    def prune_one(trial: nn.Module, name: str, amount: float) -> None:
+        magnitude_(trial, amount, filter_fn=lambda n, m: n == name)
+
+    return train.scan_layers(
+        model, data, prunable(model, filter_fn), amounts, prune_one
+    )
 
 
 def agp_schedule(

@@ -132,3 +132,25 @@ def test_bad_data_and_labels_are_rejected():
         confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 3)
     with pytest.raises(ValueError, match="1-D"):
         confusion_matrix(torch.zeros(2, 2), torch.zeros(2, 2), 3)
+
+
+def test_scan_layers_changes_one_layer_at_a_time_on_copies():
+    from mlcomp.train import scan_layers
+
+    X, y = blobs(200)
+    net = make_net()
+    fit(net, (X, y), epochs=5, lr=1e-2, batch_size=32, progress=False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+
+    def zero_out(trial, name, keep):
+        seen.append((name, sum(p.abs().sum().item() for p in trial.parameters())))
+        if not keep:
+            trial.get_submodule(name).weight.data.zero_()
+
+    result = scan_layers(net, (X, y), ["0", "2"], [True, False], zero_out)
+    assert result["0"][True] == result["2"][True] == evaluate(net, (X, y))
+    assert result["0"][False] < result["0"][True]
+    # every trial started from the untouched model
+    assert len({round(total, 6) for _, total in seen}) == 1
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

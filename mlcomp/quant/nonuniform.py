@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from mlcomp import prune
 from mlcomp.coding.container import kmeans_1d
 
 __all__ = [
@@ -90,12 +91,8 @@ def ternarize(
 
 
 def _layers(model: nn.Module, filter_fn: FilterFn | None) -> dict[str, nn.Module]:
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Linear, nn.Conv2d))
-        and (filter_fn is None or filter_fn(name, m))
-    }
+    """The Linear and Conv2d layers that ``filter_fn`` accepts (as in pruning)."""
+    return prune.prunable(model, filter_fn)
 
 
 def _shared_weight(module: nn.Module, _inputs) -> None:

@@ -25,7 +25,6 @@ in and takes all of it away again.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 
@@ -441,16 +440,9 @@ def sensitivity(
     ['1']
     """
     base = config or QuantConfig()
-    bits = list(bits)
-    result: dict[str, dict[int, float]] = {}
-    for name in _layers(model, filter_fn):
-        result[name] = {}
-        for b in bits:
-            trial = copy.deepcopy(model)
-            quantize_(
-                trial,
-                dataclasses.replace(base, weight_bits=b),
-                filter_fn=lambda n, m, name=name: n == name,
-            )
-            result[name][b] = train.evaluate(trial, data)
-    return result
+
+    def quantize_one(trial: nn.Module, name: str, b: int) -> None:
+        config = dataclasses.replace(base, weight_bits=b)
+        quantize_(trial, config, filter_fn=lambda n, m: n == name)
+
+    return train.scan_layers(model, data, _layers(model, filter_fn), bits, quantize_one)
