@@ -483,6 +483,18 @@ def test_exported_onnx_computes_what_torch_computes(onnx_pair):
     assert os.path.getsize(fp32) > 4 * n_params
 
 
+def test_exported_file_is_reproducible_and_carries_no_local_paths(onnx_pair, tmp_path):
+    import onnx
+
+    net, fp32, _ = onnx_pair
+    again = quant.export_onnx(net, tmp_path / "again.onnx", torch.zeros(1, 1, 8, 8))
+    assert fp32.read_bytes() == again.read_bytes()
+    proto = onnx.load(str(fp32))
+    assert not proto.graph.metadata_props
+    assert not any(node.metadata_props for node in proto.graph.node)
+    assert b"stack_trace" not in fp32.read_bytes() and b".py" not in fp32.read_bytes()
+
+
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_int8_model_is_smaller_and_close(onnx_pair, mode):
     net, fp32, d = onnx_pair
