@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LeNet300100", "LeNet5", "TutorialCNN", "MODELS", "create"]
+__all__ = [
+    "LeNet300100",
+    "LeNet5",
+    "TutorialCNN",
+    "MLP",
+    "SmallCNN",
+    "MODELS",
+    "create",
+]
 
 
 class LeNet300100(nn.Module):
@@ -89,10 +97,65 @@ class TutorialCNN(nn.Module):
         return self.fc2(x)  # (N, 10)
 
 
+class MLP(nn.Module):
+    """A small fully connected student: 784 -> hidden... -> 10 with ReLU.
+
+    >>> net = MLP(hidden=(32,))
+    >>> net(torch.zeros(2, 1, 28, 28)).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 10]), 25450)
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (32,), num_classes: int = 10):
+        super().__init__()
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden must be positive layer widths, got {hidden!r}")
+        widths = [28 * 28, *hidden]
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.out = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # (N, 784)
+        for layer in self.hidden:
+            x = torch.relu(layer(x))
+        return self.out(x)  # (N, 10)
+
+
+class SmallCNN(nn.Module):
+    """LeNet-5's shape with fewer channels: a small convolutional student.
+
+    conv c1@5x5 -> max-pool 2 -> conv c2@5x5 -> max-pool 2 -> fc -> fc 10,
+    with ReLU after each convolution and the first fully connected layer.
+    Its ``conv2`` output has LeNet-5's spatial size (8 x 8), so a hint can
+    connect the two. The default is 19,670 parameters, 22 times fewer than
+    LeNet-5.
+
+    >>> net = SmallCNN()
+    >>> net(torch.zeros(2, 1, 28, 28)).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 10]), 19670)
+    """
+
+    def __init__(self, c1: int = 6, c2: int = 16, fc: int = 64, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, c1, kernel_size=5)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
+        self.fc1 = nn.Linear(c2 * 4 * 4, fc)
+        self.fc2 = nn.Linear(fc, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)  # (N, c1, 12, 12)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)  # (N, c2, 4, 4)
+        x = torch.relu(self.fc1(x.flatten(1)))  # (N, fc)
+        return self.fc2(x)  # (N, 10)
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "lenet300100": LeNet300100,
     "lenet5": LeNet5,
     "tutorialcnn": TutorialCNN,
+    "mlp": MLP,
+    "smallcnn": SmallCNN,
 }
 
 
