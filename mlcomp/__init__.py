@@ -13,6 +13,7 @@ call, measure and plot.
 * :mod:`mlcomp.prune`, :mod:`mlcomp.prune_structured` — pruning
 * :mod:`mlcomp.quant` — quantization, simulated and real (ONNX Runtime int8)
 * :mod:`mlcomp.lowrank` — SVD and Tucker-2 factorization
+* :mod:`mlcomp.distill` — knowledge distillation (soft targets, hints)
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
 """
 
