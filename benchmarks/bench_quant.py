@@ -23,7 +23,7 @@ import torch
 from mlcomp import datasets, measure, quant, train, zoo
 
 
-def build(workdir: str) -> dict[str, dict[str, object]]:
+def build(workdir: str, threads: int) -> dict[str, dict[str, object]]:
     """{model: {variant: module}} with every ONNX file written under workdir."""
     calibration = datasets.fashion_mnist("train").images[:1024]
     example = torch.zeros(1, 1, 28, 28)
@@ -45,7 +45,8 @@ def build(workdir: str) -> dict[str, dict[str, object]]:
                 fp32, f"{workdir}/{name}-{i}.onnx", calibration, **kwargs
             )
         out[name] = {"PyTorch fp32": net} | {
-            label: quant.OnnxModule(path, threads=1) for label, path in files.items()
+            label: quant.OnnxModule(path, threads=threads)
+            for label, path in files.items()
         }
     return out
 
@@ -61,7 +62,7 @@ def main() -> None:
     test = datasets.fashion_mnist("test")
     x = test.images[: args.batch]
     with tempfile.TemporaryDirectory() as workdir:
-        models = build(workdir)
+        models = build(workdir, args.threads)
         header = (
             f"{'model':17s} {'variant':24s} {'ms':>8s} {'vs ORT fp32 (min-max)':>22s} "
             f"{'bytes':>10s} {'acc %':>6s}"
@@ -70,9 +71,6 @@ def main() -> None:
         print(header)
         print("-" * len(header))
         for name, variants in models.items():
-            for module in variants.values():
-                if isinstance(module, quant.OnnxModule):
-                    module.session = quant.runtime._session(module.path, args.threads)
             per_round = {label: [] for label in variants}
             for _ in range(args.rounds):
                 times = measure.compare_latency(

@@ -25,7 +25,8 @@ teacher feature in mean squared error.
 * :class:`FeatureTap` — capture named modules' outputs with forward hooks
 * :class:`HintRegressor` — 1x1 convolution (or linear map) between feature
   shapes
-* :func:`distill` — the training loop: teacher frozen in eval mode, its
+* :func:`distill` — :func:`mlcomp.train.fit` with the distillation loss:
+  teacher frozen in eval mode, its
   logits computed once when the data is a pair of tensors and no hint is
   used (the teacher is deterministic, so this changes nothing but time).
 """
@@ -38,7 +39,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from mlcomp import train
 
@@ -252,9 +252,9 @@ def distill(
     ``data`` is a pair ``(X, y)`` of tensors. The teacher is put in eval mode
     and never updated. The loss is :func:`kd_loss` plus, with a ``hint``,
     ``hint.beta`` times :func:`hint_loss` (whose regressor trains with the
-    student). Adam with a cosine learning-rate decay, shuffled with
-    ``seed`` exactly as :func:`mlcomp.train.fit` shuffles, so that a student
-    distilled and one trained on labels see the same batches.
+    student). The loop is :func:`mlcomp.train.fit` (Adam, cosine decay)
+    with this loss, so for the same ``seed`` a distilled student and one
+    trained on labels see the same batches.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(256, 4, generator=g); y = (X[:, 0] > 0).long()
@@ -275,10 +275,9 @@ def distill(
         raise ValueError(f"X has {len(X)} examples but y has {len(y)}")
     _check_temperature(T)
     teacher.eval()  # frozen: only ever run under no_grad, never optimized
-    index = torch.arange(len(X))
     cached = _teacher_logits(teacher, X) if hint is None else None
     student_tap = teacher_tap = None
-    params = list(student.parameters())
+    extra: list[nn.Parameter] = []
     if hint is not None:
         student_tap = FeatureTap(student, [hint.student])
         teacher_tap = FeatureTap(teacher, [hint.teacher])
@@ -291,53 +290,40 @@ def distill(
                 student_tap.features[hint.student].shape[1:],
                 teacher_tap.features[hint.teacher].shape[1:],
             )
-        params += list(hint.regressor.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    steps_per_epoch = math.ceil(len(X) / batch_size)
-    total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    student.train()
-    try:
-        for epoch in range(epochs):
-            total_loss, seen = 0.0, 0
-            bar = tqdm(
-                train.batches(
-                    (X, index), batch_size, shuffle=True, generator=generator
-                ),
-                total=steps_per_epoch,
-                desc=f"distill {epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
-                mininterval=1.0,
+        extra = list(hint.regressor.parameters())
+
+    def loss_fn(student_logits: torch.Tensor, ib: torch.Tensor) -> torch.Tensor:
+        # ib: the indices of this batch's examples in X
+        if cached is not None:
+            teacher_logits = cached[ib]
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(X[ib])
+        loss = kd_loss(student_logits, teacher_logits, y[ib], T, alpha)
+        if hint is not None:
+            loss = loss + hint.beta * hint_loss(
+                student_tap.features[hint.student],
+                teacher_tap.features[hint.teacher],
+                hint.regressor,
             )
-            for xb, ib in bar:
-                if cached is not None:
-                    teacher_logits = cached[ib]
-                else:
-                    with torch.no_grad():
-                        teacher_logits = teacher(xb)
-                loss = kd_loss(student(xb), teacher_logits, y[ib], T, alpha)
-                if hint is not None:
-                    loss = loss + hint.beta * hint_loss(
-                        student_tap.features[hint.student],
-                        teacher_tap.features[hint.teacher],
-                        hint.regressor,
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total_loss += loss.item() * len(xb)
-                seen += len(xb)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-            history.append(total_loss / max(seen, 1))
+        return loss
+
+    try:
+        # train.fit batches (X, index) exactly as it batches (X, y) for the
+        # same seed, so distilled and label-trained students see the same data.
+        history = train.fit(
+            student,
+            (X, torch.arange(len(X))),
+            epochs,
+            lr,
+            batch_size=batch_size,
+            seed=seed,
+            loss_fn=loss_fn,
+            progress=progress,
+            extra_params=extra,
+        )
     finally:
         for tap in (student_tap, teacher_tap):
             if tap is not None:
                 tap.remove()
-    student.eval()
     return history

@@ -86,6 +86,7 @@ def fit(
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     autocast: torch.dtype | None = None,
+    extra_params: Iterable[nn.Parameter] = (),
 ) -> list[float]:
     """Train ``model`` in place and return the mean training loss of each epoch.
 
@@ -97,7 +98,8 @@ def fit(
     under ``torch.autocast("cpu", dtype=autocast)``: mixed precision, with the
     weights and the optimizer state kept in fp32 (the "master weights").
     bfloat16 has fp32's exponent range, so no loss scaling is needed; float16
-    would need it and is refused here.
+    would need it and is refused here. ``extra_params`` are optimized along
+    with the model's own (e.g. a distillation hint's regressor).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(256, 2, generator=g); y = (X[:, 0] > 0).long()
@@ -112,12 +114,11 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    params = [*model.parameters(), *extra_params]
     if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
-        )
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     steps_per_epoch = _num_batches(train_data, batch_size)

@@ -90,9 +90,7 @@ def ternarize(
 # --- weight sharing ----------------------------------------------------------
 
 
-def _layers(model: nn.Module, filter_fn: FilterFn | None) -> dict[str, nn.Module]:
-    """The Linear and Conv2d layers that ``filter_fn`` accepts (as in pruning)."""
-    return prune.prunable(model, filter_fn)
+_layers = prune.prunable  # the Linear and Conv2d layers filter_fn accepts
 
 
 def _shared_weight(module: nn.Module, _inputs) -> None:

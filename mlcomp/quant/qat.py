@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from mlcomp import train
+from mlcomp import prune, train
 from mlcomp.quant import core, nonuniform
 
 __all__ = [
@@ -232,8 +232,7 @@ def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
     return (module.input_quantizer(inputs[0]), *inputs[1:])
 
 
-def _layers(model: nn.Module, filter_fn: FilterFn | None) -> dict[str, nn.Module]:
-    return nonuniform._layers(model, filter_fn)
+_layers = prune.prunable  # the Linear and Conv2d layers filter_fn accepts
 
 
 def quantize_(
