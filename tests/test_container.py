@@ -199,3 +199,56 @@ def test_damaged_files_name_what_failed(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(CorruptFileError, match="not an .mlc file"):
         inspect(empty)
+
+
+def test_auto_picks_the_smallest_representation_per_tensor(tmp_path):
+    state = lenet5_state(0.9)
+    auto = TensorSpec(values="codebook", bits=5, sparsity="auto", coder="auto")
+    _, path = roundtrip(state, tmp_path, auto, "auto.mlc")
+    table = inspect(path)
+    for name in ["conv1.weight", "fc1.weight"]:
+        sizes = []
+        for sparsity in ["dense", "bitmask", "relative"]:
+            for coder in ["none", "huffman", "rans"]:
+                spec = {name: TensorSpec(values="codebook", bits=5,
+                                         sparsity=sparsity, coder=coder)}  # fmt: skip
+                _, p = roundtrip(state, tmp_path, spec, f"{sparsity}-{coder}.mlc")
+                sizes.append(inspect(p).loc[name, "bytes"])
+        assert table.loc[name, "bytes"] == min(sizes), name
+    # 90%-sparse fc1 goes below one bit per weight (an entropy coder or a
+    # sparse format); the 500 weights of conv1 cannot repay a coder's table
+    assert table.loc["fc1.weight", "bits/entry"] < 1
+    assert table.loc["conv1.weight", "coder"] == "none"
+
+
+def test_stated_error_bounds_the_real_error_and_zeros_stay_exact(tmp_path):
+    state = lenet5_state(0.9)
+    spec = TensorSpec(values="codebook", bits=3, sparsity="dense", coder="rans")
+    back, path = roundtrip(state, tmp_path, spec)
+    table = inspect(path)
+    for name, t in state.items():
+        error = float((back[name] - t).abs().max())
+        assert error == pytest.approx(table.loc[name, "max error"], abs=1e-12), name
+        assert torch.equal(back[name] == 0, t == 0), name  # even dense codebooks
+    assert table.loc["fc1.bias", "max error"] == 0
+    assert table.loc["fc1.weight", "max error"] > 0
+
+
+def test_codebook_is_a_float_table_and_the_header_is_compressed(tmp_path):
+    state = lenet5_state(0.9)
+    spec = TensorSpec(values="codebook", bits=8, sparsity="relative", coder="huffman")
+    _, path = roundtrip(state, tmp_path, spec)
+    table = inspect(path)
+    # 255 non-zero centroids and the zero, float32 each
+    assert table.loc["conv2.weight", "codebook bytes"] == 256 * 4
+    assert (
+        table["value bytes"] + table["index bytes"] + table["codebook bytes"]
+        == table["bytes"]
+    ).all()
+    assert table.attrs["file_bytes"] == path.stat().st_size
+    assert table.attrs["header_bytes"] < 1000  # eight tensors, zlib-compressed JSON
+
+
+def test_empty_state_dict(tmp_path):
+    back, path = roundtrip({}, tmp_path)
+    assert back == {} and len(inspect(path)) == 0

@@ -4,23 +4,28 @@ Each tensor is stored in one of these representations, chosen per tensor by
 a :class:`TensorSpec`:
 
 * **sparsity** — ``dense``; ``bitmask`` (one bit per entry, then the
-  non-zeros); or ``relative``: Deep Compression's relative indices, each
+  non-zeros); ``relative``: Deep Compression's relative indices, each
   non-zero's distance from the previous one in ``index_bits`` bits, with a
-  filler zero wherever a gap is too long for the field.
+  filler zero wherever a gap is too long for the field; or ``auto``, the
+  smallest of the three for this tensor.
 * **values** — ``float32``; ``float16``; ``uniform`` (``bits``-bit codes with
   an affine scale and zero point, per tensor or per output channel); or
   ``codebook`` (``2**bits`` centroids found by 1-D k-means with linear
-  initialization, and a ``bits``-bit index per value, as in Deep
-  Compression).
+  initialization, stored as a float table, and a ``bits``-bit index per
+  value, as in Deep Compression). Exact zeros stay exact zeros: when a
+  tensor has any, zero takes one of the ``2**bits`` codebook entries.
 * **coder** for the integer streams (codes, indices): ``none`` (fixed-width
-  bit packing), ``huffman`` or ``rans``.
+  bit packing), ``huffman``, ``rans``, or ``auto``, the smallest of the three
+  (a coded stream carries its own table, which small tensors cannot repay).
 
 Without a spec a tensor is stored exactly (its own dtype, dense, raw bytes).
-The file is ``MAGIC | version | header length | JSON header | header CRC-32
-| sections``; the header lists every section with its length and CRC-32, so
-a damaged file fails with a :class:`~mlcomp.coding.CorruptFileError` that
-names the tensor and section. Nothing in a file is ever executed: the header
-is JSON and the sections are numbers.
+The file is ``MAGIC | version | header length | header | header CRC-32 |
+sections``; the header is zlib-compressed JSON that lists every tensor's
+resolved spec, its largest absolute reconstruction error, and each of its
+sections with length and CRC-32, so a damaged file fails with a
+:class:`~mlcomp.coding.CorruptFileError` that names the tensor and section.
+Nothing in a file is ever executed: the header is JSON and the sections are
+numbers.
 
 >>> import tempfile, torch
 >>> state = {"w": torch.linspace(-1, 1, 64).reshape(8, 8), "b": torch.zeros(8)}
@@ -50,13 +55,16 @@ from mlcomp.coding.bits import pack_bits, unpack_bits
 
 __all__ = ["TensorSpec", "save_compressed", "load_compressed", "inspect", "MAGIC"]
 
-MAGIC, VERSION = b"MLC\x1a", 1
+MAGIC, VERSION = b"MLC\x1a", 2
 _DTYPES = {
     str(t).removeprefix("torch."): t
     for t in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
               torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
               torch.bool)
 }  # fmt: skip
+
+
+SPARSITIES, CODERS = ("dense", "bitmask", "relative"), ("none", "huffman", "rans")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +80,15 @@ class TensorSpec:
     values: str = "float32"  # float32 | float16 | uniform | codebook
     bits: int = 8  # for uniform and codebook values
     per_channel: bool = False  # uniform: one scale per output channel (axis 0)
-    sparsity: str = "dense"  # dense | bitmask | relative
+    sparsity: str = "dense"  # dense | bitmask | relative | auto
     index_bits: int = 5  # relative indices: 5 for fc, 8 for conv in Deep Compression
-    coder: str = "none"  # none | huffman | rans, for the integer streams
+    coder: str = "none"  # none | huffman | rans | auto, for the integer streams
 
     def __post_init__(self) -> None:
         choices = {
             "values": ("float32", "float16", "uniform", "codebook"),
-            "sparsity": ("dense", "bitmask", "relative"),
-            "coder": ("none", "huffman", "rans"),
+            "sparsity": SPARSITIES + ("auto",),
+            "coder": CODERS + ("auto",),
         }
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
@@ -188,51 +196,68 @@ def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 # --- one tensor -----------------------------------------------------------------
 
 
-def _encode(t: torch.Tensor, s: TensorSpec, name: str):
-    x = t.detach().to(torch.float64).numpy().ravel()
-    entry: dict = {"spec": dataclasses.asdict(s)}
-    sections: dict[str, bytes] = {}
-    if s.sparsity == "dense":
-        positions = np.arange(x.size)
-    elif s.sparsity == "bitmask":
-        mask = x != 0
-        sections["mask"] = np.packbits(mask).tobytes()
-        positions = np.flatnonzero(mask)
-    else:
-        gaps = _relative_gaps(np.flatnonzero(x), s.index_bits)
-        sections["index"] = _code_ints(gaps, s.index_bits, s.coder)
-        positions = np.cumsum(gaps + 1) - 1  # fillers land on zeros
-    values = x[positions]
-    entry["stored"] = int(values.size)
+def _quantize(values: np.ndarray, positions: np.ndarray, t: torch.Tensor, s):
+    """Values of the stored entries -> (header fields, integer codes or raw bytes)."""
     if s.values in ("float32", "float16"):
-        if s.values == "float16" and np.abs(values).max(initial=0) > 65504:
-            raise ValueError(f"tensor {name!r} has values beyond float16's range")
-        sections["values"] = values.astype(
-            "<f4" if s.values == "float32" else "<f2"
-        ).tobytes()
-    elif s.values == "uniform":
+        dtype = "<f4" if s.values == "float32" else "<f2"
+        return {}, values.astype(dtype).tobytes()
+    if s.values == "uniform":
         n_rows = t.shape[0] if s.per_channel and t.dim() >= 1 else 1
         rows = (
-            positions // max(x.size // max(n_rows, 1), 1)
+            positions // max(t.numel() // max(n_rows, 1), 1)
             if n_rows > 1
             else np.zeros_like(positions)
         )
         codes, scale, zero = _uniform(values, rows, n_rows, s.bits)
-        entry["scale"], entry["zero_point"] = scale.tolist(), zero.tolist()
-        sections["values"] = _code_ints(codes, s.bits, s.coder)
-    else:
-        k = 1 << s.bits
-        if s.sparsity == "dense" or values.size == 0:
-            centroids = kmeans_1d(values, k) if values.size else np.zeros(1)
-        else:  # stored zeros (relative fillers) must stay exact zeros
-            centroids = (
-                np.union1d(kmeans_1d(values[values != 0], k - 1), [0.0])
-                if np.any(values != 0)
-                else np.zeros(1)
-            )
-        entry["centroids"] = centroids.tolist()
-        sections["values"] = _code_ints(_nearest(values, centroids), s.bits, s.coder)
-    return entry, sections
+        return {"scale": scale.tolist(), "zero_point": zero.tolist()}, codes
+    k, nonzero = 1 << s.bits, values[values != 0]
+    if nonzero.size == values.size:
+        centroids = kmeans_1d(values, k) if values.size else np.zeros(1)
+    else:  # zeros (pruned weights, relative fillers) stay exact: zero takes a code
+        centroids = np.union1d(kmeans_1d(nonzero, k - 1), [0.0])
+    return {"centroids": centroids}, _nearest(values, centroids)
+
+
+def _encode(t: torch.Tensor, s: TensorSpec, name: str):
+    """The smallest encoding of ``t`` that ``s`` allows: (resolved entry, sections)."""
+    x = t.detach().to(torch.float64).numpy().ravel()
+    if s.values == "float16" and np.abs(x).max(initial=0) > 65504:
+        raise ValueError(f"tensor {name!r} has values beyond float16's range")
+    table_dtype = "<f8" if t.dtype == torch.float64 else "<f4"
+    best: tuple[int, dict, dict] | None = None
+    for sparsity in SPARSITIES if s.sparsity == "auto" else (s.sparsity,):
+        streams: dict[str, tuple[np.ndarray, int]] = {}  # integer streams to code
+        fixed: dict[str, bytes] = {}
+        if sparsity == "dense":
+            positions = np.arange(x.size)
+        elif sparsity == "bitmask":
+            mask = x != 0
+            fixed["mask"] = np.packbits(mask).tobytes()
+            positions = np.flatnonzero(mask)
+        else:
+            gaps = _relative_gaps(np.flatnonzero(x), s.index_bits)
+            streams["index"] = (gaps, s.index_bits)
+            positions = np.cumsum(gaps + 1) - 1  # fillers land on zeros
+        fields, codes = _quantize(x[positions], positions, t, s)
+        if isinstance(codes, bytes):
+            fixed["values"] = codes
+        else:
+            streams["values"] = (codes, s.bits)
+        if "centroids" in fields:
+            fixed["codebook"] = fields.pop("centroids").astype(table_dtype).tobytes()
+        coders = CODERS if s.coder == "auto" and streams else (s.coder,)
+        for coder in coders if streams else ("none",):
+            sections = dict(fixed)
+            for kind, (ints, bits) in streams.items():
+                sections[kind] = _code_ints(ints, bits, coder)
+            order = ("mask", "index", "codebook", "values")
+            sections = {k: sections[k] for k in order if k in sections}
+            size = sum(map(len, sections.values()))
+            if best is None or size < best[0]:
+                spec = dataclasses.replace(s, sparsity=sparsity, coder=coder)
+                entry = {"spec": dataclasses.asdict(spec), "stored": len(positions)}
+                best = (size, entry | fields, sections)
+    return best[1], best[2]
 
 
 def _relative_gaps(positions: np.ndarray, index_bits: int) -> np.ndarray:
@@ -274,7 +299,10 @@ def _decode(entry: dict, sections: dict[str, bytes], name: str) -> np.ndarray:
         codes = _decode_ints(sections["values"], s.bits, s.coder, stored)
         values = (codes - zero[rows]) * scale[rows]
     else:
-        centroids = np.array(entry["centroids"], dtype=np.float64)
+        dtype = "<f8" if entry["dtype"] == "float64" else "<f4"
+        if len(sections["codebook"]) % np.dtype(dtype).itemsize:
+            raise CorruptFileError(f"tensor {name!r}: the codebook has the wrong size")
+        centroids = np.frombuffer(sections["codebook"], dtype).astype(np.float64)
         idx = _decode_ints(sections["values"], s.bits, s.coder, stored)
         if idx.size and idx.max() >= centroids.size:
             raise CorruptFileError(f"tensor {name!r}: codebook index out of range")
@@ -332,6 +360,10 @@ def save_compressed(
                 raise ValueError(f"tensor {name!r} ({dtype}) is not floating point")
             entry, sections = _encode(tensor, s, name)
         entry |= {"name": name, "shape": list(tensor.shape), "dtype": dtype}
+        if s is not None:  # decode what was encoded: the stated error is measured
+            back = torch.from_numpy(_decode(entry, sections, name)).to(tensor.dtype)
+            error = (back.double() - tensor.reshape(-1).double()).abs()
+            entry["max_error"] = float(error.max()) if error.numel() else 0.0
         entry["sections"] = [
             {"kind": kind, "length": len(blob), "crc32": zlib.crc32(blob)}
             for kind, blob in sections.items()
@@ -339,6 +371,7 @@ def save_compressed(
         entries.append(entry)
         blobs.extend(sections.values())
     header = json.dumps({"tensors": entries}, separators=(",", ":")).encode()
+    header = zlib.compress(header, 9)
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "wb") as f:
         f.write(MAGIC + bytes([VERSION]) + len(header).to_bytes(4, "little"))
@@ -362,8 +395,8 @@ def _read_header(data: bytes, path) -> tuple[list[dict], int]:
     if zlib.crc32(header) != int.from_bytes(data[end : end + 4], "little"):
         raise CorruptFileError(f"{path}: the header is corrupted (CRC-32 mismatch)")
     try:
-        entries = json.loads(header)["tensors"]
-    except (ValueError, KeyError, TypeError) as err:
+        entries = json.loads(zlib.decompress(header))["tensors"]
+    except (ValueError, KeyError, TypeError, zlib.error) as err:
         raise CorruptFileError(f"{path}: the header is not valid .mlc JSON") from err
     return entries, end + 4
 
@@ -421,50 +454,69 @@ def load_compressed(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def inspect(path: str | os.PathLike) -> pd.DataFrame:
-    """Per-tensor table of an ``.mlc`` file: representation, bytes and bits per entry.
+    """Per-tensor table of an ``.mlc`` file: representation, bytes and error.
 
-    Reads only the header (checked by its CRC-32), not the tensors.
+    Reads only the header (checked by its CRC-32), not the tensors. Columns:
+    the resolved representation; ``bytes`` of the tensor's sections, split
+    into ``value bytes`` (codes or raw values), ``index bytes`` (bitmask or
+    relative indices) and ``codebook bytes``; ``bits/entry`` over all
+    entries of the tensor; and ``max error``, the largest absolute
+    difference between a decoded entry and the tensor that was saved (0 for
+    exact tensors). ``attrs["header_bytes"]`` and ``attrs["file_bytes"]``
+    complete the account: the file is the header plus the sections.
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/q.mlc"
     >>> save_compressed({"w": torch.randn(64, 64)}, path,
     ...                 TensorSpec(values="uniform", bits=4))
-    >>> inspect(path)[["values", "bytes", "bits/entry"]]
+    >>> table = inspect(path)
+    >>> table[["values", "bytes", "bits/entry"]]
                    values  bytes  bits/entry
     tensor
     w       uniform 4-bit   2048         4.0
+    >>> table.attrs["file_bytes"] == table.attrs["header_bytes"] + 2048
+    True
     """
     with open(path, "rb") as f:
         head = f.read(9)
         if len(head) == 9 and head[:4] == MAGIC:
             head += f.read(int.from_bytes(head[5:9], "little") + 4)
-    entries, _ = _read_header(head, path)
+    entries, header_bytes = _read_header(head, path)
     rows = []
     for e in entries:
         s = e["spec"] or {}
         count = int(np.prod(e["shape"]))
-        size = sum(sec["length"] for sec in e["sections"])
+        kinds = {sec["kind"]: sec["length"] for sec in e["sections"]}
+        size = sum(kinds.values())
         values = s.get("values", "raw " + e["dtype"])
         if s.get("values") in ("uniform", "codebook"):
             values = f"{values} {s['bits']}-bit" + (
                 " per channel" if s.get("per_channel") else ""
             )
+        sparsity = s.get("sparsity", "dense")
+        if sparsity == "relative":
+            sparsity += f" ({s['index_bits']}-bit)"
         rows.append(
             {
                 "tensor": e["name"],
                 "shape": "×".join(map(str, e["shape"])) or "scalar",
-                "sparsity": s.get("sparsity", "dense")
-                + (
-                    f" ({s['index_bits']}-bit)"
-                    if s.get("sparsity") == "relative"
-                    else ""
-                ),
+                "sparsity": sparsity,
                 "values": values,
                 "coder": s.get("coder", "none"),
                 "entries": count,
                 "stored": e.get("stored", count),
                 "bytes": size,
+                "value bytes": kinds.get("values", 0) + kinds.get("raw", 0),
+                "index bytes": kinds.get("index", 0) + kinds.get("mask", 0),
+                "codebook bytes": kinds.get("codebook", 0),
                 "bits/entry": round(8 * size / max(count, 1), 3),
+                "max error": e.get("max_error", 0.0),
             }
         )
-    return pd.DataFrame(rows).set_index("tensor")
+    columns = ["tensor", "shape", "sparsity", "values", "coder", "entries", "stored",
+               "bytes", "value bytes", "index bytes", "codebook bytes", "bits/entry",
+               "max error"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns).set_index("tensor")
+    table.attrs["header_bytes"] = header_bytes
+    table.attrs["file_bytes"] = header_bytes + int(table["bytes"].sum())
+    return table

@@ -113,8 +113,12 @@ def kmeans_(
     ``weight_index`` of the weight's shape; a forward pre-hook rebuilds
     ``weight = weight_centroids[weight_index]``, so training the model
     fine-tunes the centroids. Weights that are exactly zero (pruned) index a
-    fixed zero and stay zero. :func:`mlcomp.quant.remove_` makes the shared
-    weights ordinary parameters again. Returns ``model``.
+    fixed zero and stay zero; that zero is one of the ``2**bits`` codes, so a
+    pruned layer gets ``2**bits - 1`` trainable centroids and every weight,
+    zero or not, still fits in ``bits`` bits (this is what lets an ``.mlc``
+    file store the layer losslessly, see :mod:`mlcomp.coding.container`).
+    :func:`mlcomp.quant.remove_` makes the shared weights ordinary parameters
+    again. Returns ``model``.
 
     >>> net = nn.Linear(16, 4)
     >>> _ = kmeans_(net, bits=2)
@@ -141,7 +145,7 @@ def kmeans_(
             )
         w = module.weight.detach()
         nonzero = w != 0
-        k = 1 << b
+        k = (1 << b) - int(not bool(nonzero.all()))  # the zero takes one code
         centroids = (
             torch.from_numpy(kmeans_1d(w[nonzero].numpy(), k)).to(w.dtype)
             if nonzero.any()
