@@ -1,19 +1,35 @@
 """The ``mlcomp`` command line.
 
-    mlcomp zoo [NAME ...]    train, or verify the cache of, the reference models
+    mlcomp zoo [NAME ...]                  train, or verify the cache of, the reference models
+    mlcomp compress MODEL -o OUT.mlc       prune, share and entropy-code a state dict
+    mlcomp inspect OUT.mlc                 per-tensor table of a compressed file
+    mlcomp decompress OUT.mlc -o MODEL     back to a safetensors (or .pt) state dict
 
-Also available as ``python -m mlcomp``.
+MODEL is a safetensors file or a PyTorch ``.pt``/``.pth`` state dict, read
+with ``torch.load(weights_only=True)``: never unpickled code. Also available
+as ``python -m mlcomp``. Errors (a missing file, a damaged ``.mlc``, a
+tensor that cannot be stored) are reported in one line with exit status 1;
+bad arguments exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
+
+import torch
 
 from mlcomp import zoo
+from mlcomp.coding import CorruptFileError
 
-__all__ = ["main"]
+__all__ = ["main", "read_state_dict", "write_state_dict"]
+
+
+class CommandError(Exception):
+    """A failure the user can fix; printed as one line, exit status 1."""
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -36,6 +52,196 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file or a ``.pt`` state dict, loaded without pickle.
+
+    A checkpoint that wraps its weights as ``{"state_dict": {...}}`` or
+    ``{"model": {...}}`` is unwrapped; anything else that is not a flat
+    mapping from names to tensors is refused with the offending entry named.
+
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/m.pt"
+    >>> torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    >>> read_state_dict(path)
+    {'w': tensor([1., 1.])}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"no such file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CommandError(f"{path} is not a readable safetensors file: {err}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad or unsafe file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CommandError(
+            f"{path} is not a state dict that loads with weights_only=True "
+            f"({type(err).__name__}: {first})"
+        ) from err
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise CommandError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CommandError(
+                f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor"
+            )
+    return dict(obj)
+
+
+def write_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write ``state`` as safetensors, or with ``torch.save`` for ``.pt``/``.pth``.
+
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/m.safetensors"
+    >>> write_state_dict({"w": torch.ones(2)}, path)
+    >>> read_state_dict(path)
+    {'w': tensor([1., 1.])}
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".pth"):
+        torch.save(state, path)
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    else:
+        raise CommandError(
+            f"cannot tell the format of {path}: name it .safetensors or .pt"
+        )
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from mlcomp import pipeline
+
+    state = read_state_dict(args.model)
+    out = Path(args.output)
+    try:
+        if args.recipe == "lossless":
+            from mlcomp.coding import save_compressed
+
+            save_compressed(state, out, progress=not args.quiet)
+        else:
+            pipeline.compress_state_dict(
+                state, out, prune_amount=args.prune,
+                conv_bits=args.conv_bits or args.bits or 8,
+                fc_bits=args.fc_bits or args.bits or 5,
+                coder=args.coder, progress=not args.quiet,
+            )  # fmt: skip
+    except (ValueError, TypeError) as err:  # e.g. a tensor of an unsupported dtype
+        raise CommandError(f"cannot compress {args.model}: {err}") from err
+    before = sum(t.numel() * t.element_size() for t in state.values())
+    after = out.stat().st_size
+    print(
+        f"{out}: {after:,} bytes, {before / max(after, 1):.1f}x smaller than the "
+        f"{before:,} bytes of tensors in {args.model}"
+    )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mlcomp.coding import inspect
+
+    table = inspect(_existing(args.file))
+    entries = int(table["entries"].sum())
+    with pd.option_context(
+        "display.max_rows", None, "display.max_columns", None, "display.width", 250
+    ):
+        print(table.drop(columns=["value bytes", "index bytes", "codebook bytes"]))
+    print(
+        f"{len(table)} tensors, {entries:,} entries: "
+        f"{int(table['value bytes'].sum()):,} bytes of values, "
+        f"{int(table['index bytes'].sum()):,} of indices, "
+        f"{int(table['codebook bytes'].sum()):,} of codebooks, "
+        f"{table.attrs['header_bytes']:,} of header; "
+        f"{table.attrs['file_bytes']:,} bytes in all, "
+        f"{8 * table.attrs['file_bytes'] / max(entries, 1):.3f} bits per entry"
+    )
+    return 0
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from mlcomp.coding import load_compressed
+
+    state = load_compressed(_existing(args.file), progress=not args.quiet)
+    write_state_dict(state, args.output)
+    print(f"{args.output}: {len(state)} tensors")
+    return 0
+
+
+def _existing(path: str) -> str:
+    if not Path(path).is_file():
+        raise CommandError(f"no such file: {path}")
+    return path
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text}")
+    return value
+
+
+def _bits(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be in 1..16, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcomp", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("zoo", help="train or verify the cached reference models")
+    p.add_argument("names", nargs="*", help=f"default: all of {sorted(zoo.RECIPES)}")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_zoo)
+
+    p = commands.add_parser(
+        "compress", help="prune, share and entropy-code a state dict into .mlc"
+    )
+    p.add_argument("model", help="a .safetensors file or a .pt state dict")
+    p.add_argument("-o", "--output", required=True, help="the .mlc file to write")
+    p.add_argument("--recipe", choices=["deep-compression", "lossless"],
+                   default="deep-compression",
+                   help="deep-compression (default): k-means codebooks and coded "
+                   "indices; lossless: every tensor exact")  # fmt: skip
+    p.add_argument("--prune", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="zero this fraction of each weight tensor, smallest "
+                   "magnitudes first (no fine-tuning; default 0)")  # fmt: skip
+    p.add_argument("--bits", type=_bits, help="codebook bits for every weight tensor")
+    p.add_argument("--conv-bits", type=_bits, help="for conv kernels (default 8)")
+    p.add_argument("--fc-bits", type=_bits, help="for matrices (default 5)")
+    p.add_argument("--coder", choices=["huffman", "rans", "none", "auto"],
+                   default="huffman", help="entropy coder of the integer streams")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_compress)
+
+    p = commands.add_parser("inspect", help="per-tensor table of an .mlc file")
+    p.add_argument("file")
+    p.set_defaults(run=_inspect)
+
+    p = commands.add_parser("decompress", help="write an .mlc file as a state dict")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True,
+                   help="MODEL.safetensors (or .pt)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_decompress)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
@@ -43,11 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     lenet300-fashion: test accuracy 0.8... ready in ... s
     0
     """
-    parser = argparse.ArgumentParser(prog="mlcomp", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("zoo", help="train or verify the cached reference models")
-    p.add_argument("names", nargs="*", help=f"default: all of {sorted(zoo.RECIPES)}")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=_zoo)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CommandError, CorruptFileError, OSError) as err:
+        print(f"mlcomp {args.command}: error: {err}", file=sys.stderr)
+        return 1

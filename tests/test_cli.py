@@ -1,7 +1,14 @@
 import subprocess
 import sys
+from fractions import Fraction
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import load_file
 
 from mlcomp.cli import main
+from mlcomp.coding import inspect, load_compressed, save_compressed
 
 
 def test_zoo_command_reports_each_model(capsys):
@@ -24,3 +31,106 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "mlcomp"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "required" in result.stderr
+
+
+# --- compress / inspect / decompress -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18_state(tmp_path_factory):
+    """A torchvision ResNet-18's randomly initialised state dict, saved as .pt."""
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("resnet") / "resnet18.pt"
+    torch.save(state, path)
+    return state, path
+
+
+def test_any_state_dict_round_trips_within_the_stated_error(resnet18_state, tmp_path,
+                                                            capsys):  # fmt: skip
+    state, model = resnet18_state
+    mlc, back = tmp_path / "r.mlc", tmp_path / "r.safetensors"
+    assert main(["compress", str(model), "-o", str(mlc), "--quiet"]) == 0
+    assert "smaller than the 46,796,608 bytes" in capsys.readouterr().out
+    assert main(["inspect", str(mlc)]) == 0
+    out = capsys.readouterr().out
+    assert "layer4.1.conv2.weight" in out and "bytes in all" in out
+    assert main(["decompress", str(mlc), "-o", str(back), "--quiet"]) == 0
+    restored = load_file(back)
+    table = inspect(mlc)
+    assert sorted(restored) == sorted(state)  # safetensors sorts the names
+    for name, t in state.items():
+        error = (restored[name].double() - t.double()).abs().max().item()
+        assert restored[name].dtype == t.dtype and error <= table.loc[name, "max error"]
+        if t.dim() < 2:  # batch-norm parameters, buffers and counters: exact
+            assert torch.equal(restored[name], t), name
+    conv = table.loc["layer4.1.conv2.weight"]
+    assert conv["values"] == "codebook 8-bit" and 0 < conv["max error"] < 1e-2
+    assert table.loc["fc.weight", "values"] == "codebook 5-bit"
+    assert mlc.stat().st_size < 46_796_608 / 4
+
+
+def test_pruning_bits_and_lossless_options(resnet18_state, tmp_path):
+    state, model = resnet18_state
+    mlc = tmp_path / "p.mlc"
+    args = ["compress", str(model), "-o", str(mlc), "--prune", "0.9", "--bits", "4",
+            "--coder", "rans", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    table = inspect(mlc)
+    restored = load_compressed(mlc)
+    for name in ["conv1.weight", "layer3.0.conv1.weight", "fc.weight"]:
+        zeros = (restored[name] == 0).double().mean().item()
+        assert zeros == pytest.approx(0.9, abs=1e-3)
+        assert table.loc[name, "values"] == "codebook 4-bit"
+    assert mlc.stat().st_size < 46_796_608 / 30
+    exact = tmp_path / "exact.mlc"
+    assert main(["compress", str(model), "-o", str(exact), "--recipe", "lossless",
+                 "--quiet"]) == 0  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in
+               zip(load_compressed(exact).values(), state.values()))  # fmt: skip
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys):
+    missing = str(tmp_path / "missing.pt")
+    assert main(["compress", missing, "-o", str(tmp_path / "x.mlc")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["inspect", missing]) == 1
+    # a pickle that runs code is refused by weights_only=True, never executed
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "f": Fraction(1, 3)}, evil)
+    assert main(["compress", str(evil), "-o", str(tmp_path / "x.mlc")]) == 1
+    assert "weights_only=True" in capsys.readouterr().err
+    # an entry that is not a tensor
+    odd = tmp_path / "odd.pt"
+    torch.save({"w": torch.ones(2), "step": 3}, odd)
+    assert main(["compress", str(odd), "-o", str(tmp_path / "x.mlc")]) == 1
+    assert "entry 'step' is a int, not a tensor" in capsys.readouterr().err
+    # a tensor the format cannot hold
+    cplx = tmp_path / "complex.pt"
+    torch.save({"w": torch.ones(2, 2, dtype=torch.complex64)}, cplx)
+    assert main(["compress", str(cplx), "-o", str(tmp_path / "x.mlc")]) == 1
+    assert "unsupported dtype complex64" in capsys.readouterr().err
+    # a damaged .mlc
+    good = tmp_path / "good.mlc"
+    save_compressed({"w": torch.ones(4, 4)}, good)
+    data = bytearray(good.read_bytes())
+    data[-3] ^= 0xFF
+    bad = tmp_path / "bad.mlc"
+    bad.write_bytes(bytes(data))
+    assert main(["decompress", str(bad), "-o", str(tmp_path / "w.safetensors")]) == 1
+    assert "CRC-32 mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()
+    assert main(["decompress", str(good), "-o", str(tmp_path / "w.npz")]) == 1
+    assert "name it .safetensors or .pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: status 2
+        main(["compress", missing, "-o", "x.mlc", "--prune", "1.5"])
+    assert exit_info.value.code == 2
+
+
+def test_the_console_script_exit_status(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mlcomp", "inspect", str(tmp_path / "none.mlc")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("mlcomp inspect: error: no such file")

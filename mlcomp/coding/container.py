@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from mlcomp.coding import huffman, rans
 from mlcomp.coding._format import CorruptFileError
@@ -319,6 +320,7 @@ def save_compressed(
     state_dict: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
     spec: SpecLike | None = None,
+    progress: bool = False,
 ) -> None:
     """Write ``state_dict`` to an ``.mlc`` file; without ``spec``, losslessly.
 
@@ -327,7 +329,8 @@ def save_compressed(
     exact), a mapping from tensor names to specs (unnamed tensors stay
     exact), or a function ``(name, tensor) -> TensorSpec | None``. The file
     is written to a temporary name and renamed, so a failed save never
-    leaves a half-written file behind.
+    leaves a half-written file behind. ``progress`` shows a bar over the
+    tensors.
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/exact.mlc"
@@ -338,7 +341,9 @@ def save_compressed(
     True
     """
     entries, blobs = [], []
-    for name, tensor in state_dict.items():
+    items = tqdm(state_dict.items(), desc="compressing", unit="tensor",
+                 total=len(state_dict), disable=not progress)  # fmt: skip
+    for name, tensor in items:
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
         dtype = str(tensor.dtype).removeprefix("torch.")
@@ -401,8 +406,12 @@ def _read_header(data: bytes, path) -> tuple[list[dict], int]:
     return entries, end + 4
 
 
-def load_compressed(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_compressed(
+    path: str | os.PathLike, progress: bool = False
+) -> dict[str, torch.Tensor]:
     """Read an ``.mlc`` file back into a ``state_dict`` (tensors in saved order).
+
+    ``progress`` shows a bar over the tensors.
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/half.mlc"
@@ -414,7 +423,8 @@ def load_compressed(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     data = open(path, "rb").read()
     entries, pos = _read_header(data, path)
     state = {}
-    for entry in entries:
+    for entry in tqdm(entries, desc="decompressing", unit="tensor",
+                      disable=not progress):  # fmt: skip
         name = entry["name"]
         sections = {}
         for sec in entry["sections"]:

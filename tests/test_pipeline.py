@@ -1,0 +1,129 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from mlcomp import datasets, pipeline, prune, train, zoo
+from mlcomp.coding import inspect, load_compressed, save_compressed
+from mlcomp.models import LeNet5
+
+
+def sparse_lenet5(sparsity=0.9):
+    torch.manual_seed(0)
+    net = LeNet5()
+    return prune.remove_(prune.magnitude_(net, sparsity, scope="global"))
+
+
+def test_shared_model_saves_and_reloads_with_identical_predictions(tmp_path):
+    """The issue's contract: the reloaded file predicts exactly what was saved."""
+    net = zoo.pretrained("lenet300-fashion-sparse93", progress=False)
+    train_set = datasets.fashion_mnist("train")
+    subset = (train_set.images[:2048], train_set.labels[:2048])
+    pipeline.share_weights_(net, subset, pipeline.layer_bits(net), epochs=1,
+                            progress=False)  # fmt: skip
+    for name, layer in prune.prunable(net).items():
+        assert layer.weight.unique().numel() <= 32, name  # zero included
+    path = tmp_path / "lenet300.mlc"
+    save_compressed(net.state_dict(), path, pipeline.deep_compression_spec())
+    fresh = type(net)()
+    fresh.load_state_dict(load_compressed(path))
+    test = datasets.fashion_mnist("test")
+    reloaded = fresh.state_dict()
+    for name, a in net.state_dict().items():
+        assert torch.equal(a, reloaded[name]), name
+    assert torch.equal(train.predict(fresh, test), train.predict(net, test))
+    assert (inspect(path)["max error"] == 0).all()  # nothing left to lose
+
+
+def test_centroid_fine_tuning_keeps_zeros_and_the_codebook_size():
+    net = sparse_lenet5()
+    zeros = {n: m.weight == 0 for n, m in prune.prunable(net).items()}
+    X, y = torch.randn(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    before = copy.deepcopy(net)
+    pipeline.share_weights_(net, (X, y), {"conv1": 8, "conv2": 8, "fc1": 3, "fc2": 3},
+                            epochs=2, lr=1e-2, progress=False)  # fmt: skip
+    for name, layer in prune.prunable(net).items():
+        assert torch.equal(layer.weight == 0, zeros[name]), name
+        assert isinstance(layer.weight, nn.Parameter)
+    assert net.fc1.weight.unique().numel() <= 8
+    assert not torch.equal(net.fc1.bias, before.fc1.bias)  # biases trained too
+    with pytest.raises(ValueError, match="epochs"):
+        pipeline.share_weights_(before, (X, y), 4, epochs=-1)
+
+
+def test_each_stage_is_smaller_and_the_account_closes(tmp_path):
+    net = sparse_lenet5()
+    pipeline.share_weights_(net, None, pipeline.layer_bits(net), epochs=0)
+    state = net.state_dict()
+    files = {}
+    for stage in pipeline.STAGES:
+        files[stage] = tmp_path / f"{stage}.mlc"
+        save_compressed(state, files[stage], pipeline.deep_compression_spec(stage))
+    reference = sum(t.numel() * 4 for t in state.values())
+    report = pipeline.file_report(files, reference_bytes=reference)
+    parts = ["weight codes", "indices", "codebooks", "exact tensors", "header"]
+    assert (report[parts].sum(axis=1) == report["file bytes"]).all()
+    sizes = report["file bytes"]
+    assert sizes["P"] > sizes["P+Q"] > sizes["P+Q+H"]
+    assert report.loc["P", "codebooks"] == 0 and report.loc["P+Q", "codebooks"] > 0
+    # P stores float32 values: 4 bytes per stored entry, fillers included
+    stored = inspect(files["P"])
+    weights = stored["values"] == "float32"
+    assert report.loc["P", "weight codes"] == 4 * stored.loc[weights, "stored"].sum()
+    # P+Q: fixed-width 8-bit conv and 5-bit fc indices into the codebooks
+    table = inspect(files["P+Q"])
+    expected = sum(
+        (table.loc[f"{n}.weight", "stored"] * b + 7) // 8
+        for n, b in pipeline.layer_bits(net).items()
+    )
+    assert report.loc["P+Q", "weight codes"] == expected
+    assert report.loc["P+Q+H", "ratio"] == pytest.approx(reference / sizes["P+Q+H"])
+
+
+def test_spec_choices_and_errors():
+    spec = pipeline.deep_compression_spec("P", conv_index_bits=6)
+    assert spec("c.weight", torch.zeros(4, 2, 3, 3)).values == "float32"
+    assert spec("c.weight", torch.zeros(4, 2, 3, 3)).index_bits == 6
+    assert spec("steps", torch.zeros(3, 3, dtype=torch.long)) is None
+    with pytest.raises(ValueError, match="stage must be one of"):
+        pipeline.deep_compression_spec("P+H")
+    with pytest.raises(ValueError, match="bits must be in 1..16"):
+        pipeline.deep_compression_spec(fc_bits=0)
+
+
+def test_prune_state_dict_per_tensor():
+    torch.manual_seed(0)
+    state = {
+        "a": torch.randn(40, 50),
+        "b": torch.randn(10, 3, 3, 3),
+        "c": torch.randn(7),
+    }
+    out = pipeline.prune_state_dict(state, 0.75)
+    for name in "ab":
+        assert (out[name] == 0).double().mean().item() == pytest.approx(0.75, abs=0.01)
+        kept = out[name] != 0
+        assert out[name][kept].abs().min() >= state[name][~kept].abs().max()
+    assert torch.equal(out["c"], state["c"])
+    assert not (state["a"] == 0).any()  # the input is not changed
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        pipeline.prune_state_dict(state, 1.0)
+
+
+def test_compress_state_dict_bounds_its_error(tmp_path):
+    torch.manual_seed(0)
+    state = {"w": torch.randn(300, 200), "k": torch.randn(16, 8, 3, 3)}
+    table = pipeline.compress_state_dict(state, tmp_path / "m.mlc", prune_amount=0.5,
+                                         conv_bits=6, fc_bits=3)  # fmt: skip
+    back = load_compressed(tmp_path / "m.mlc")
+    pruned = pipeline.prune_state_dict(state, 0.5)
+    for name in state:
+        error = (back[name] - pruned[name]).abs().max().item()
+        assert error == pytest.approx(table.loc[name, "max error"], abs=1e-7)
+    # every weight went to its nearest codebook entry (the 3-bit codebook
+    # holds the zero of the pruned weights and seven k-means centroids)
+    codebook = torch.unique(back["w"])
+    assert len(codebook) <= 8 and 0 in codebook
+    nearest = (pruned["w"][..., None] - codebook).abs().min(-1).values
+    assert torch.allclose((back["w"] - pruned["w"]).abs(), nearest, atol=1e-6)
+    assert table.loc["k", "values"] == "codebook 6-bit"
