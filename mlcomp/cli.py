@@ -1,9 +1,9 @@
 """The ``mlcomp`` command line.
 
-    mlcomp zoo [NAME ...]                  train, or verify the cache of, the reference models
-    mlcomp compress MODEL -o OUT.mlc       prune, share and entropy-code a state dict
-    mlcomp inspect OUT.mlc                 per-tensor table of a compressed file
-    mlcomp decompress OUT.mlc -o MODEL     back to a safetensors (or .pt) state dict
+    mlcomp zoo [NAME ...]               train, or verify the cache of, the zoo
+    mlcomp compress MODEL -o OUT.mlc    prune, share and entropy-code a state dict
+    mlcomp inspect OUT.mlc              per-tensor table of a compressed file
+    mlcomp decompress OUT.mlc -o MODEL  back to a safetensors (or .pt) state dict
 
 MODEL is a safetensors file or a PyTorch ``.pt``/``.pth`` state dict, read
 with ``torch.load(weights_only=True)``: never unpickled code. Also available
@@ -75,7 +75,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as err:
-            raise CommandError(f"{path} is not a readable safetensors file: {err}")
+            raise CommandError(
+                f"{path} is not a readable safetensors file: {err}"
+            ) from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad or unsafe file
@@ -225,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conv-bits", type=_bits, help="for conv kernels (default 8)")
     p.add_argument("--fc-bits", type=_bits, help="for matrices (default 5)")
     p.add_argument("--coder", choices=["huffman", "rans", "none", "auto"],
-                   default="huffman", help="entropy coder of the integer streams")  # fmt: skip
+                   default="huffman",
+                   help="entropy coder of the integer streams")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_compress)
 

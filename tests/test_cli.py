@@ -86,8 +86,8 @@ def test_pruning_bits_and_lossless_options(resnet18_state, tmp_path):
     exact = tmp_path / "exact.mlc"
     assert main(["compress", str(model), "-o", str(exact), "--recipe", "lossless",
                  "--quiet"]) == 0  # fmt: skip
-    assert all(torch.equal(a, b) for a, b in
-               zip(load_compressed(exact).values(), state.values()))  # fmt: skip
+    restored = load_compressed(exact)
+    assert all(torch.equal(restored[name], t) for name, t in state.items())
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys):

@@ -135,8 +135,9 @@ def test_a_sparse_base_is_continued_from_its_own_sparsity(tmp_path, monkeypatch)
     base = pretrained("tiny-half", cache_dir=tmp_path, progress=False)
     net = pretrained("tiny-more", recipe=more, cache_dir=tmp_path, progress=False)
     assert prune.sparsity(net)["total"] == pytest.approx(0.75, abs=1e-4)
-    for (_, w0), (_, w1) in zip(base.state_dict().items(), net.state_dict().items()):
-        assert torch.all(w1[w0 == 0] == 0)  # pruned weights never come back
+    after = net.state_dict()
+    for name, w0 in base.state_dict().items():
+        assert torch.all(after[name][w0 == 0] == 0)  # pruned weights never come back
 
 
 @pytest.mark.parametrize(
