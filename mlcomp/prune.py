@@ -433,6 +433,7 @@ def iterative_prune_(
     lr: float = 1e-3,
     *,
     rewind_state: dict[str, torch.Tensor] | None = None,
+    trained: bool = False,
     scope: str = "global",
     filter_fn: FilterFn | None = None,
     on_round: Callable[[float, nn.Module], None] | None = None,
@@ -449,6 +450,10 @@ def iterative_prune_(
     is trained ``rounds + 1`` times. ``on_round(sparsity, model)`` is called
     after every training; returns the sparsities trained at,
     ``[s0, s1, ..., final]`` (``s0``: the sparsity on entry, usually 0).
+    ``trained=True`` says the model on entry has already had its first
+    training, from ``rewind_state`` with the same settings, so that training
+    is skipped (it would give the same weights again); ``rewind_state`` is
+    then required, since the weights at the call are no longer θ0.
 
     >>> X, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -467,6 +472,8 @@ def iterative_prune_(
             f"final sparsity must lie in ({start:g}, 1) (the sparsity on entry is "
             f"{start:g}), got {final!r}"
         )
+    if trained and rewind_state is None:
+        raise ValueError("trained=True needs the rewind_state it was trained from")
     if rewind_state is None:
         rewind_state = {
             key.removesuffix("_orig"): value.detach().clone()
@@ -476,7 +483,8 @@ def iterative_prune_(
     keep = ((1 - final) / (1 - start)) ** (1 / rounds)  # per round, of survivors
     levels = [start]
     for k in range(rounds + 1):
-        train.fit(model, data, epochs, lr, **fit_kwargs)
+        if k > 0 or not trained:
+            train.fit(model, data, epochs, lr, **fit_kwargs)
         if on_round is not None:
             on_round(levels[-1], model)
         if k == rounds:

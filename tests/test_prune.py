@@ -302,6 +302,25 @@ def test_iterative_prune_rewinds_before_every_training_and_nests_masks(monkeypat
     assert prune.sparsity(net)["total"] == pytest.approx(0.9, abs=1e-5)
 
 
+def test_iterative_prune_can_start_from_an_already_trained_model():
+    torch.manual_seed(0)
+    X, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    kwargs = {"batch_size": 32, "progress": False}
+    fresh = seeded(LeNet300100)
+    theta0 = {k: v.clone() for k, v in fresh.state_dict().items()}
+    trained = copy.deepcopy(fresh)
+    prune.train.fit(trained, (X, y), 1, 1e-3, **kwargs)
+    prune.iterative_prune_(fresh, (X, y), 0.9, rounds=2, epochs=1, **kwargs)
+    prune.iterative_prune_(trained, (X, y), 0.9, rounds=2, epochs=1,
+                           rewind_state=theta0, trained=True, **kwargs)  # fmt: skip
+    for (name, a), b in zip(fresh.state_dict().items(), trained.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name  # skipping the first training changes nothing
+    with pytest.raises(ValueError, match="rewind_state"):
+        prune.iterative_prune_(seeded(LeNet300100), None, 0.9, rounds=1, epochs=1,
+                               trained=True)  # fmt: skip
+
+
 def test_iterative_prune_validates_arguments():
     net = seeded(LeNet300100)
     with pytest.raises(ValueError, match="rounds"):
