@@ -1,0 +1,24 @@
+"""Preprocessing data that does not fit in memory: one pass, mergeable pieces.
+
+* :mod:`~mlcomp.data.stats` — :class:`RunningMoments`: per-column count,
+  mean and variance in one pass (Welford), merged across chunks or workers
+  (Chan, Golub & LeVeque), accurate even far from zero.
+* :mod:`~mlcomp.data.sampling` — :class:`Reservoir` (Vitter's algorithm R):
+  a uniform sample of fixed size from a stream of unknown length; and
+  :func:`hash_split`, train/validation/test splits decided by a key's hash,
+  so a key lands in the same split whatever order or company it comes in.
+
+Every piece works chunk by chunk and merges, which is what lets the same
+code run on a laptop and as a Dask reduction on a cluster.
+"""
+
+from mlcomp.data.sampling import Reservoir, hash_split, reservoir_sample
+from mlcomp.data.stats import RunningMoments, naive_variance
+
+__all__ = [
+    "RunningMoments",
+    "naive_variance",
+    "Reservoir",
+    "reservoir_sample",
+    "hash_split",
+]
