@@ -1,12 +1,17 @@
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from mlcomp.data import (
+    Discretizer,
+    MinMaxScaler,
     Reservoir,
     RunningMoments,
+    Standardizer,
+    clean,
     hash_split,
     naive_variance,
     reservoir_sample,
@@ -180,3 +185,227 @@ def test_hash_split_errors():
         hash_split(["a"], [1.2, -0.2])
     with pytest.raises(TypeError, match="str, bytes or int"):
         hash_split([3.5], [1.0])
+
+
+# --- cleaning -------------------------------------------------------------------
+
+
+def test_impute_matches_sklearn_and_reports():
+    from sklearn.impute import SimpleImputer
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)).round(1)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    df = pd.DataFrame(X, columns=list("abc"))
+    for strategy, sk in [
+        ("mean", "mean"),
+        ("median", "median"),
+        ("mode", "most_frequent"),
+    ]:
+        ours, report = clean.impute(df, strategy)
+        ref = SimpleImputer(strategy=sk).fit_transform(X)
+        assert np.allclose(ours.to_numpy(), ref), strategy
+        assert report.tolist() == np.isnan(X).sum(axis=0).tolist()
+    dropped, _ = clean.impute(df, "drop")
+    assert len(dropped) == int((~np.isnan(X).any(axis=1)).sum())
+    assert df.isna().sum().sum() == np.isnan(X).sum()  # the input is untouched
+
+
+def test_model_based_imputation_uses_the_other_columns():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=500)
+    df = pd.DataFrame({"x": x, "y": 2 * x + 1 + 0.01 * rng.normal(size=500)})
+    hidden = rng.random(500) < 0.2
+    df.loc[hidden, "y"] = np.nan
+    model, _ = clean.impute(df, "model")
+    mean, _ = clean.impute(df, "mean")
+    truth = 2 * x[hidden] + 1
+    assert np.abs(model.loc[hidden, "y"] - truth).max() < 0.1
+    assert np.abs(mean.loc[hidden, "y"] - truth).mean() > 1  # the mean ignores x
+
+
+def test_impute_refuses_what_it_cannot_do():
+    df = pd.DataFrame({"a": [np.nan, np.nan], "b": [1.0, 2.0], "s": ["x", None]})
+    with pytest.raises(ValueError, match=r"\['a'\] have no values"):
+        clean.impute(df, "mean")
+    with pytest.raises(TypeError, match="use 'mode'"):
+        clean.impute(df, "mean", columns=["s"])
+    assert clean.impute(df, "mode", columns=["s"])[0]["s"].tolist() == ["x", "x"]
+    with pytest.raises(KeyError, match="no such columns"):
+        clean.impute(df, "mean", columns=["zz"])
+    with pytest.raises(ValueError, match="strategy"):
+        clean.impute(df, "average")
+
+
+def test_outlier_rules_against_their_definitions():
+    rng = np.random.default_rng(2)
+    x = np.r_[rng.normal(size=1000), [8.0, -9.0, 12.0]]
+    q1, q3 = np.percentile(x, [25, 75])
+    expected = (x < q1 - 1.5 * (q3 - q1)) | (x > q3 + 1.5 * (q3 - q1))
+    assert np.array_equal(clean.iqr_outliers(x), expected)
+    assert np.array_equal(clean.zscore_outliers(x, 3), np.abs(stats.zscore(x)) > 3)
+    mad = stats.median_abs_deviation(x)
+    modified = 0.6745 * np.abs(x - np.median(x)) / mad
+    assert np.array_equal(clean.mad_outliers(x, 3.5), modified > 3.5)
+    for rule in (clean.iqr_outliers, clean.zscore_outliers, clean.mad_outliers):
+        assert rule(x)[-3:].all(), rule.__name__
+
+
+def test_masking_zscore_misses_what_mad_finds():
+    rng = np.random.default_rng(3)
+    x = np.r_[rng.normal(size=90), np.full(10, 6.0)]  # 10% at one far value
+    planted = np.r_[np.zeros(90, bool), np.ones(10, bool)]
+    assert clean.zscore_outliers(x, 3)[planted].sum() == 0  # std inflated: masked
+    assert clean.mad_outliers(x)[planted].all()
+    # MAD of zero: more than half the values equal; the mean deviation takes over
+    flat = np.r_[np.zeros(60), [0.1, -0.2, 50.0]]
+    assert clean.mad_outliers(flat).tolist() == [False] * 62 + [True]
+    with pytest.raises(ValueError, match="all missing"):
+        clean.mad_outliers([np.nan, np.nan])
+
+
+def test_isolation_forest_finds_planted_points_and_refuses_nan():
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(size=(500, 3)), rng.normal(8, 0.5, size=(5, 3))])
+    flagged = clean.isolation_forest_outliers(X, contamination=0.01)
+    assert flagged[-5:].all() and flagged.sum() <= 6
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="impute first"):
+        clean.isolation_forest_outliers(X)
+
+
+def test_exact_duplicates_match_pandas_and_survive_collisions(monkeypatch):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"a": rng.integers(0, 4, 300), "b": rng.choice(list("xyz"), 300),
+                       "c": rng.integers(0, 3, 300).astype(float)})  # fmt: skip
+    expected = df.duplicated(keep="first").to_numpy()
+    assert expected.sum() > 100
+    assert np.array_equal(clean.exact_duplicates(df), expected)
+
+    # every row hashing to the same value changes nothing: rows are compared
+    def collide(frame, index=False):
+        return pd.Series(np.zeros(len(frame), np.uint64))
+
+    monkeypatch.setattr(pd.util, "hash_pandas_object", collide)
+    assert np.array_equal(clean.exact_duplicates(df), expected)
+
+
+def planted_pair(rng, size, overlap):
+    """Two sets of `size` tokens sharing `overlap` of them."""
+    common = {f"c{rng.integers(1 << 40)}" for _ in range(overlap)}
+    a = common | {f"a{rng.integers(1 << 40)}" for _ in range(size - overlap)}
+    b = common | {f"b{rng.integers(1 << 40)}" for _ in range(size - overlap)}
+    return a, b
+
+
+def test_minhash_estimates_jaccard_within_its_standard_error():
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(6)
+    m, ours_err, theirs_err = 256, [], []
+    for overlap in (20, 60, 100, 140, 180):
+        a, b = planted_pair(rng, 200, overlap)
+        exact = clean.jaccard(a, b)
+        sig = clean.minhash([a, b], num_perm=m, seed=overlap)
+        estimate = float((sig[0] == sig[1]).mean())
+        sigma = np.sqrt(exact * (1 - exact) / m)
+        assert abs(estimate - exact) < 4 * sigma + 1e-9
+        ours_err.append(abs(estimate - exact))
+        ma, mb = MinHash(num_perm=m, seed=overlap), MinHash(num_perm=m, seed=overlap)
+        ma.update_batch([t.encode() for t in a])
+        mb.update_batch([t.encode() for t in b])
+        theirs_err.append(abs(ma.jaccard(mb) - exact))
+    # same estimator, same accuracy as the datasketch library (up to chance)
+    assert np.mean(ours_err) < 2 * np.mean(theirs_err) + 0.02
+
+
+def test_lsh_finds_near_duplicates_and_follows_the_s_curve():
+    rng = np.random.default_rng(7)
+    sets, truth = [], {}
+    for overlap in [190] * 10 + [40] * 10:  # J ≈ 0.90 and ≈ 0.11
+        a, b = planted_pair(rng, 200, overlap)
+        truth[(len(sets), len(sets) + 1)] = clean.jaccard(a, b)
+        sets += [a, b]
+    sig = clean.minhash(sets, num_perm=128)
+    candidates = clean.lsh_candidates(sig, bands=32)  # r = 4: threshold ≈ 0.42
+    near = [p for p, j in truth.items() if j > 0.8]
+    far = [p for p, j in truth.items() if j < 0.2]
+    assert all(p in candidates for p in near)
+    # P(candidate | J = 0.11) = 1 - (1 - 0.11^4)^32 ≈ 0.005
+    assert sum(p in candidates for p in far) <= 1
+    with pytest.raises(ValueError, match="equal bands"):
+        clean.lsh_candidates(sig, bands=30)
+
+
+# --- transformations ------------------------------------------------------------
+
+
+def test_streaming_scalers_match_sklearn():
+    from sklearn.preprocessing import MinMaxScaler as SkMinMax
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(1000, 4)) * [1, 10, 100, 1e-3] + [0, 5, -1e6, 3]
+    std, mm = Standardizer(), MinMaxScaler()
+    left, right = Standardizer(), MinMaxScaler()
+    for chunk in chunked(X, [100, 400, 500]):
+        std.partial_fit(chunk)
+        mm.partial_fit(chunk)
+    left.partial_fit(X[:300]).merge(Standardizer().partial_fit(X[300:]))
+    right.partial_fit(X[:300]).merge(MinMaxScaler().partial_fit(X[300:]))
+    sk = StandardScaler().fit(X)
+    for s in (std, left):
+        assert np.allclose(s.mean_, sk.mean_, rtol=1e-13)
+        assert np.allclose(s.scale_, sk.scale_, rtol=1e-12)
+        assert np.allclose(s.transform(X), sk.transform(X), atol=1e-9)
+        assert np.allclose(s.inverse_transform(s.transform(X)), X, rtol=1e-12)
+    skmm = SkMinMax().fit(X)
+    for m in (mm, right):
+        assert np.allclose(m.transform(X), skmm.transform(X), atol=1e-12)
+    with pytest.raises(ValueError, match="not fitted"):
+        Standardizer().transform(X)
+    with pytest.raises(ValueError, match="expected 4 features"):
+        std.transform(X[:, :3])
+
+
+def test_discretizer_uniform_matches_sklearn_and_quantile_is_equal_frequency():
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    rng = np.random.default_rng(9)
+    X = np.c_[rng.exponential(size=20000), rng.normal(size=20000)]
+    uniform = Discretizer(n_bins=6, strategy="uniform").fit(X)
+    sk = KBinsDiscretizer(n_bins=6, encode="ordinal", strategy="uniform").fit(X)
+    assert np.array_equal(uniform.transform(X), sk.transform(X))
+    quantile = Discretizer(n_bins=5, strategy="quantile")
+    for chunk in chunked(X, [5000] * 4):
+        quantile.partial_fit(chunk)
+    counts = np.stack(
+        [np.bincount(c.astype(int), minlength=5) for c in quantile.transform(X).T]
+    )
+    assert np.abs(counts / len(X) - 0.2).max() < 0.02  # KLL rank error, k = 200
+    merged = (
+        Discretizer(5)
+        .partial_fit(X[:10000])
+        .merge(Discretizer(5).partial_fit(X[10000:]))
+    )
+    exact = np.quantile(X, [0.2, 0.4, 0.6, 0.8], axis=0)
+    for j, edges in enumerate(merged.bin_edges_):
+        ranks = np.searchsorted(np.sort(X[:, j]), edges[1:-1]) / len(X)
+        assert np.abs(ranks - [0.2, 0.4, 0.6, 0.8]).max() < 0.02
+        assert np.all(np.diff(edges) >= 0) and np.isclose(
+            edges[2], exact[1, j], atol=0.1
+        )
+
+
+def test_transformers_skip_missing_values():
+    X = np.array([[1.0, np.nan], [3.0, np.nan], [np.nan, np.nan]])
+    s = Standardizer().fit(X)
+    assert s.mean_[0] == 2.0 and np.isnan(s.mean_[1])
+    out = MinMaxScaler().fit(X).transform(X)
+    assert out[:2, 0].tolist() == [0.0, 1.0] and np.isnan(out[2, 0])
+    d = Discretizer(n_bins=2, strategy="uniform").fit(X[:, :1])
+    assert np.isnan(d.transform(X[:, :1])[2, 0])
+    with pytest.raises(ValueError, match="all missing"):
+        _ = Discretizer(2).fit(X).bin_edges_
+    with pytest.raises(ValueError, match="n_bins"):
+        Discretizer(1)

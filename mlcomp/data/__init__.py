@@ -3,6 +3,12 @@
 * :mod:`~mlcomp.data.stats` — :class:`RunningMoments`: per-column count,
   mean and variance in one pass (Welford), merged across chunks or workers
   (Chan, Golub & LeVeque), accurate even far from zero.
+* :mod:`~mlcomp.data.clean` — imputation, outlier rules (IQR, z-score,
+  MAD, isolation forest), exact duplicates by row hashing, near duplicates
+  by MinHash and LSH banding.
+* :mod:`~mlcomp.data.transform` — :class:`Standardizer`,
+  :class:`MinMaxScaler` and :class:`Discretizer` (equal width or equal
+  frequency), each with ``fit``/``transform`` and ``partial_fit``/``merge``.
 * :mod:`~mlcomp.data.sampling` — :class:`Reservoir` (Vitter's algorithm R):
   a uniform sample of fixed size from a stream of unknown length; and
   :func:`hash_split`, train/validation/test splits decided by a key's hash,
@@ -12,10 +18,16 @@ Every piece works chunk by chunk and merges, which is what lets the same
 code run on a laptop and as a Dask reduction on a cluster.
 """
 
+from mlcomp.data import clean
 from mlcomp.data.sampling import Reservoir, hash_split, reservoir_sample
 from mlcomp.data.stats import RunningMoments, naive_variance
+from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
 
 __all__ = [
+    "clean",
+    "Standardizer",
+    "MinMaxScaler",
+    "Discretizer",
     "RunningMoments",
     "naive_variance",
     "Reservoir",
