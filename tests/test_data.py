@@ -1,5 +1,6 @@
 from fractions import Fraction
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +15,9 @@ from mlcomp.data import (
     clean,
     hash_split,
     naive_variance,
+    outofcore,
     reservoir_sample,
+    synth,
 )
 
 
@@ -409,3 +412,66 @@ def test_transformers_skip_missing_values():
         _ = Discretizer(2).fit(X).bin_edges_
     with pytest.raises(ValueError, match="n_bins"):
         Discretizer(1)
+
+
+# --- the generated table and Dask ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return synth.make_table(tmp_path_factory.mktemp("table"), rows_per_partition=5000,
+                            partitions=4, seed=3)  # fmt: skip
+
+
+def test_generated_table_is_deterministic_and_its_truth_is_right(table, tmp_path):
+    frame = pd.read_parquet(table / "table")
+    truth = synth.table_truth(table)
+    assert len(frame) == 20000 and frame["row_id"].is_unique
+    again = synth.make_table(tmp_path, rows_per_partition=5000, partitions=4, seed=3)
+    assert pd.read_parquet(again / "table").equals(frame)
+    rows = frame.set_index("row_id")
+    for column in synth.NUMERIC:  # missing values are where the truth says
+        assert np.array_equal(rows[column].isna(), truth[f"{column}_missing"])
+        rate = truth[f"{column}_outlier"].mean()
+        assert 0.005 < rate < 0.015
+    exact = truth[truth["duplicate_of"] >= 0]
+    copies = rows.loc[exact.index].reset_index(drop=True)
+    sources = rows.loc[exact["duplicate_of"]].reset_index(drop=True)
+    assert copies.equals(sources) and (exact.index > exact["duplicate_of"]).all()
+    # what the truth calls exact duplicates is what an exact rule finds
+    found = clean.exact_duplicates(frame.drop(columns="row_id"))
+    assert np.array_equal(found, (truth["duplicate_of"] >= 0).to_numpy())
+    near = truth[truth["near_duplicate_of"] >= 0]
+    a = rows.loc[near.index, "comment"].str.split()
+    b = rows.loc[near["near_duplicate_of"], "comment"].str.split()
+    assert all(sum(x != y for x, y in zip(u, v, strict=True)) == 1
+               for u, v in zip(a, b, strict=True))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="make_table"):
+        synth.read_manifest(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="rate"):
+        synth.Defects(missing=0.7)
+
+
+def test_dask_moments_equal_the_exact_ones(table):
+    frame = pd.read_parquet(table / "table")
+    with outofcore.connect(n_workers=2, processes=False):
+        rm = outofcore.moments(table / "table", ["sensor", "income", "age"],
+                               split_every=2)  # fmt: skip
+    for j, column in enumerate(["sensor", "income", "age"]):
+        values = frame[column].dropna()
+        assert rm.count[j] == len(values)
+        exact = exact_variance(values.to_numpy())
+        assert abs(rm.var()[j] - exact) / exact < 1e-12, column
+        mean = float(sum(map(Fraction, values)) / len(values))
+        assert abs(rm.mean[j] - mean) <= 1e-15 * abs(mean), column
+    with pytest.raises(KeyError, match="no such columns"):
+        outofcore.moments(dd.from_pandas(frame, npartitions=2), ["nope"])
+
+
+def test_dask_address_from_the_environment(monkeypatch):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        monkeypatch.setenv("MLCOMP_DASK_ADDRESS", cluster.scheduler_address)
+        with outofcore.connect() as client:
+            assert client.scheduler.address == cluster.scheduler_address

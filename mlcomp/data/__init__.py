@@ -9,6 +9,10 @@
 * :mod:`~mlcomp.data.transform` — :class:`Standardizer`,
   :class:`MinMaxScaler` and :class:`Discretizer` (equal width or equal
   frequency), each with ``fit``/``transform`` and ``partial_fit``/``merge``.
+* :mod:`~mlcomp.data.synth` — a large table with known, injected defects,
+  written as partitioned Parquet, with its ground truth.
+* :mod:`~mlcomp.data.outofcore` — the statistics as Dask reductions, on a
+  local cluster or on the one ``MLCOMP_DASK_ADDRESS`` names.
 * :mod:`~mlcomp.data.sampling` — :class:`Reservoir` (Vitter's algorithm R):
   a uniform sample of fixed size from a stream of unknown length; and
   :func:`hash_split`, train/validation/test splits decided by a key's hash,
@@ -18,13 +22,15 @@ Every piece works chunk by chunk and merges, which is what lets the same
 code run on a laptop and as a Dask reduction on a cluster.
 """
 
-from mlcomp.data import clean
+from mlcomp.data import clean, outofcore, synth
 from mlcomp.data.sampling import Reservoir, hash_split, reservoir_sample
 from mlcomp.data.stats import RunningMoments, naive_variance
 from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
 
 __all__ = [
     "clean",
+    "outofcore",
+    "synth",
     "Standardizer",
     "MinMaxScaler",
     "Discretizer",
