@@ -15,7 +15,7 @@ Two things go wrong far from zero. The textbook one-pass formula
 float64's 16 digits are all spent on the mean and the result is noise (or
 negative). Welford/Chan avoid the cancellation in ``M2`` but still carry the
 mean in absolute terms, so each merge's ``d = m' - m`` rounds at the scale of
-the mean: about eight digits of the variance are lost. Working on values
+the mean: digits of the variance are lost, more the farther from zero. Working on values
 shifted by a reference point ``K`` (the first value seen in each column)
 fixes both: the moments of ``x - K`` are those of ``x`` (the mean shifted
 back), and ``x - K`` is of the size of the spread, not of the mean.
