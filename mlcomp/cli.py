@@ -65,9 +65,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     >>> read_state_dict(path)
     {'w': tensor([1., 1.])}
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"no such file: {path}")
+    path = Path(_existing(path))
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -183,7 +181,7 @@ def _decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing(path: str) -> str:
+def _existing(path: str | os.PathLike) -> str | os.PathLike:
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
     return path
