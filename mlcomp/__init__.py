@@ -17,7 +17,15 @@ call, measure and plot.
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
 """
 
-from mlcomp import datasets, measure, models, train, utils, zoo
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["datasets", "measure", "models", "train", "utils", "zoo", "__version__"]
+
+
+def __getattr__(name: str):
+    # submodules load on first use, so that ``import mlcomp.data`` (on every
+    # Dask worker) does not pay for importing PyTorch
+    if name in __all__ and name != "__version__":
+        return importlib.import_module(f"mlcomp.{name}")
+    raise AttributeError(f"module 'mlcomp' has no attribute {name!r}")

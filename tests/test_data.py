@@ -1,3 +1,4 @@
+import json
 from fractions import Fraction
 
 import dask.dataframe as dd
@@ -8,6 +9,7 @@ from scipy import stats
 
 from mlcomp.data import (
     Discretizer,
+    HashSample,
     MinMaxScaler,
     Reservoir,
     RunningMoments,
@@ -475,3 +477,175 @@ def test_dask_address_from_the_environment(monkeypatch):
         monkeypatch.setenv("MLCOMP_DASK_ADDRESS", cluster.scheduler_address)
         with outofcore.connect() as client:
             assert client.scheduler.address == cluster.scheduler_address
+
+
+# --- bottom-k samples -------------------------------------------------------------
+
+
+def splitmix64(x: int) -> int:
+    """The reference: SplitMix64's output for state ``x`` (Python integers)."""
+    mask = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def test_mix64_is_splitmix64():
+    from mlcomp.data.sampling import mix64
+
+    keys = [0, 1, 2, 12345, 2**40 + 7, 2**62]
+    assert mix64(keys).tolist() == [splitmix64(k) for k in keys]
+    assert mix64(keys, salt=5).tolist() == [splitmix64(k + 5) for k in keys]
+    with pytest.raises(TypeError, match="integers"):
+        mix64([1.5])
+
+
+def test_hash_sample_merges_exactly_and_is_uniform():
+    rng = np.random.default_rng(0)
+    n, k = 20_000, 500
+    keys = rng.permutation(n)
+    values = rng.normal(size=(n, 2))
+    whole = HashSample(k)
+    whole.update(keys, values)
+    parts = [HashSample(k) for _ in range(7)]
+    for part, idx in zip(parts, np.array_split(np.arange(n), 7), strict=True):
+        for chunk in np.array_split(idx, 3):  # batches inside a partition too
+            part.update(keys[chunk], values[chunk])
+    merged = HashSample(k)
+    for part in parts[::-1]:  # any order
+        merged.merge(part)
+    assert merged.keys.tolist() == whole.keys.tolist() and merged.seen == n
+    assert np.array_equal(merged.values, values[np.argsort(keys)][merged.keys])
+    # uniform: over 200 salts every key is kept with probability k / n
+    hits = np.zeros(n)
+    for salt in range(200):
+        s = HashSample(k, salt=salt)
+        s.update(np.arange(n), np.zeros(n))
+        hits[s.keys] += 1
+    by_decile = hits.reshape(10, -1).sum(axis=1)  # keys 0..1999, 2000..3999, ...
+    expected = 200 * k / 10
+    assert stats.chisquare(by_decile, [expected] * 10).pvalue > 0.001
+    # quantiles within a few standard errors in rank
+    q = whole.quantile([0.25, 0.5, 0.75])
+    ranks = (values[:, 0][:, None] <= q[:, 0]).mean(axis=0)
+    se = np.sqrt(np.array([0.1875, 0.25, 0.1875]) / k)
+    assert (np.abs(ranks - [0.25, 0.5, 0.75]) < 4 * se).all()
+    with pytest.raises(ValueError, match="different k"):
+        whole.merge(HashSample(k + 1))
+    with pytest.raises(ValueError, match="one row of values per key"):
+        HashSample(3).update([1, 2], [1.0])
+    with pytest.raises(ValueError, match="empty"):
+        HashSample(3).quantile(0.5)
+
+
+# --- the cleaning pipeline ----------------------------------------------------------
+
+
+def test_clean_table_is_right_and_the_same_here_and_on_dask(table, tmp_path):
+    report = outofcore.clean_table(table / "table", tmp_path / "here")
+    frame = pd.read_parquet(table / "table")
+    truth = synth.table_truth(table)
+    # exact duplicates: exactly the truth's, nothing quarantined
+    out = pd.read_parquet(tmp_path / "here" / "table")
+    dropped = set(frame["row_id"]) - set(out["row_id"])
+    assert dropped == set(truth.index[truth["duplicate_of"] >= 0])
+    assert report.rows_out == len(out) == len(frame) - len(dropped)
+    assert report.quarantined == {} and report.empty_partitions == []
+    # the moments are those of the in-memory values inside the fences
+    kept = frame.set_index("row_id").loc[out["row_id"]]
+    for j, column in enumerate(outofcore.Schema().numeric):
+        lo, hi = report.fences.get(column, (-np.inf, np.inf))
+        inside = kept[column][kept[column].between(lo, hi)]
+        assert report.moments.count[j] == len(inside)
+        exact = exact_variance(inside.to_numpy())
+        assert abs(report.moments.var()[j] - exact) / exact < 1e-12, column
+        # outputs: inliers standardized, everything else the median, flagged
+        z = out[column].to_numpy()
+        raw = kept[column].to_numpy()
+        ok = kept[column].between(lo, hi).to_numpy()
+        assert np.allclose(z[ok] * report.std[column] + report.mean[column], raw[ok],
+                           rtol=1e-12, atol=0)  # fmt: skip
+        filled = (report.median[column] - report.mean[column]) / report.std[column]
+        assert np.allclose(z[~ok], filled)
+        assert np.array_equal(out[f"{column}_imputed"], ~ok)
+        if column in report.fences:
+            assert np.array_equal(out[f"{column}_outlier"], ~ok & ~np.isnan(raw))
+            # the fences come from sampled quartiles: near the exact ones
+            q1, q3 = np.nanquantile(kept[column], [0.25, 0.75])
+            assert abs(lo - (q1 - 3 * (q3 - q1))) < 0.2 * (q3 - q1)
+    assert np.allclose(out[list(report.mean)].mean(), 0, atol=0.05)
+    # on a Dask cluster: the same report and the same files
+    with outofcore.connect(n_workers=2, processes=False) as client:
+        again = outofcore.clean_table(table / "table", tmp_path / "dask", client=client)
+    assert again.to_dict() == report.to_dict()
+    assert pd.read_parquet(tmp_path / "dask" / "table").equals(out)
+    saved = json.loads((tmp_path / "dask" / "report.json").read_text())
+    assert saved["rows_out"] == report.rows_out
+
+
+def write_parts(folder, parts):
+    folder.mkdir()
+    for i, part in enumerate(parts):
+        part.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    return folder
+
+
+def test_bad_rows_are_quarantined_and_counted(table, tmp_path):
+    good = pd.read_parquet(table / "table" / "part-00000.parquet").head(200)
+    text_age = good.copy()
+    text_age["age"] = text_age["age"].astype(str)
+    text_age.loc[[3, 7], "age"] = ["n/a", "12,5"]  # 'nan' strings parse as missing
+    bad_key = good.copy()
+    bad_key["row_id"] = bad_key["row_id"].astype("float64") + 1000
+    bad_key.loc[5, "row_id"] = np.nan
+    bad_key.loc[6, "row_id"] = 1e6 + 0.5
+    inf_income = good.copy()
+    inf_income["row_id"] += 2000
+    inf_income.loc[0, "income"] = np.inf
+    int_score = good.copy()
+    int_score["row_id"] += 3000
+    int_score["score"] = int_score["score"].fillna(0).round().astype("int32")
+    empty = good.iloc[:0]
+    src = write_parts(tmp_path / "src",
+                      [text_age, bad_key, inf_income, int_score, empty])  # fmt: skip
+    report = outofcore.clean_table(src, tmp_path / "out")
+    assert report.quarantined == {
+        "age is not a number": 2,
+        "income is infinite": 1,
+        "row_id is missing or not an integer": 2,
+    }
+    assert report.empty_partitions == ["part-00004.parquet"]
+    assert report.coerced[1:] == ["part-00001.parquet: row_id float64",
+                                  "part-00003.parquet: score int32"]  # fmt: skip
+    assert report.coerced[0].startswith("part-00000.parquet: age ")  # str or object
+    assert report.rows_in == 800
+    assert report.rows_in == (report.rows_out + report.duplicates
+                              + sum(report.quarantined.values()))  # fmt: skip
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
+    assert sorted(quarantine.loc[quarantine["partition"] == "part-00000.parquet",
+                                 "age"]) == ["12,5", "n/a"]  # fmt: skip
+    assert all(map(pd.api.types.is_string_dtype, quarantine.dtypes))  # as text
+    assert "inf" in quarantine["income"].tolist()
+    assert "part-00004.parquet" in str(report)
+
+
+def test_clean_table_refuses_what_it_cannot_use(table, tmp_path):
+    good = pd.read_parquet(table / "table" / "part-00000.parquet").head(100)
+    no_score = write_parts(tmp_path / "a", [good.assign(score=np.nan)])
+    with pytest.raises(ValueError, match=r"\['score'\] have no values in any"):
+        outofcore.clean_table(no_score, tmp_path / "out")
+    lacking = write_parts(tmp_path / "b", [good, good.drop(columns="age")])
+    with pytest.raises(ValueError, match=r"part-00001.parquet: missing column.*'age'"):
+        outofcore.clean_table(lacking, tmp_path / "out")
+    corrupt = write_parts(tmp_path / "c", [good])
+    data = (corrupt / "part-00000.parquet").read_bytes()
+    (corrupt / "part-00000.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="part-00000.parquet: cannot be read as Parq"):
+        outofcore.clean_table(corrupt, tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="no \\*.parquet files"):
+        outofcore.clean_table(tmp_path / "nothing", tmp_path / "out")
+    with pytest.raises(ValueError, match="fence multiplier"):
+        outofcore.clean_table(table / "table", tmp_path / "out", k=0)
+    with pytest.raises(ValueError, match="not numeric columns"):
+        outofcore.Schema(outliers=("user",))

@@ -23,7 +23,7 @@ code run on a laptop and as a Dask reduction on a cluster.
 """
 
 from mlcomp.data import clean, outofcore, synth
-from mlcomp.data.sampling import Reservoir, hash_split, reservoir_sample
+from mlcomp.data.sampling import HashSample, Reservoir, hash_split, reservoir_sample
 from mlcomp.data.stats import RunningMoments, naive_variance
 from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
 
@@ -39,4 +39,5 @@ __all__ = [
     "Reservoir",
     "reservoir_sample",
     "hash_split",
+    "HashSample",
 ]

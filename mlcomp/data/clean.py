@@ -222,16 +222,25 @@ def exact_duplicates(df: pd.DataFrame) -> np.ndarray:
     """
     hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
     duplicate = np.zeros(len(df), bool)
+    # only rows whose hash occurs more than once need a look at their values
+    candidates = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
+    if not len(candidates):
+        return duplicate
+    values = df.iloc[candidates].to_numpy(dtype=object)
     groups: dict[int, list[int]] = defaultdict(list)
-    values = df.to_numpy(dtype=object)
-    for i, h in enumerate(hashes):
-        for j in groups[h]:  # earlier rows with the same hash
-            if pd.Series(values[i]).equals(pd.Series(values[j])):
+    for row, i in enumerate(candidates):
+        for other in groups[hashes[i]]:  # earlier rows with the same hash
+            if _same_row(values[row], values[other]):
                 duplicate[i] = True
                 break
         else:
-            groups[h].append(i)
+            groups[hashes[i]].append(row)
     return duplicate
+
+
+def _same_row(a, b) -> bool:
+    """Equal value by value, a missing value equal to a missing value."""
+    return all(x == y or (pd.isna(x) and pd.isna(y)) for x, y in zip(a, b, strict=True))
 
 
 # --- near duplicates ----------------------------------------------------------------
