@@ -595,7 +595,8 @@ def test_bad_rows_are_quarantined_and_counted(table, tmp_path):
     good = pd.read_parquet(table / "table" / "part-00000.parquet").head(200)
     text_age = good.copy()
     text_age["age"] = text_age["age"].astype(str)
-    text_age.loc[[3, 7], "age"] = ["n/a", "12,5"]  # 'nan' strings parse as missing
+    text_age.loc[[3, 7], "age"] = ["forty", "12,5"]
+    text_age.loc[[4, 8], "age"] = ["n/a", "NaN"]  # missing, not malformed
     bad_key = good.copy()
     bad_key["row_id"] = bad_key["row_id"].astype("float64") + 1000
     bad_key.loc[5, "row_id"] = np.nan
@@ -624,7 +625,7 @@ def test_bad_rows_are_quarantined_and_counted(table, tmp_path):
                               + sum(report.quarantined.values()))  # fmt: skip
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
     assert sorted(quarantine.loc[quarantine["partition"] == "part-00000.parquet",
-                                 "age"]) == ["12,5", "n/a"]  # fmt: skip
+                                 "age"]) == ["12,5", "forty"]  # fmt: skip
     assert all(map(pd.api.types.is_string_dtype, quarantine.dtypes))  # as text
     assert "inf" in quarantine["income"].tolist()
     assert "part-00004.parquet" in str(report)
@@ -649,3 +650,14 @@ def test_clean_table_refuses_what_it_cannot_use(table, tmp_path):
         outofcore.clean_table(table / "table", tmp_path / "out", k=0)
     with pytest.raises(ValueError, match="not numeric columns"):
         outofcore.Schema(outliers=("user",))
+
+
+def test_task_layers_show_the_tree_reduction():
+    frame = dd.from_pandas(pd.DataFrame({"x": np.arange(80.0)}), npartitions=8)
+    graph = outofcore.moments_graph(frame, ["x"], split_every=2)
+    layers, edges = outofcore.task_layers(graph)
+    assert [len(layer) for layer in layers] == [8, 8, 4, 2, 1]
+    assert len(edges) == 8 + 8 + 4 + 2  # each task but the root feeds one
+    assert graph.compute().mean.tolist() == [39.5]
+    with pytest.raises(ValueError, match="split_every"):
+        outofcore.moments_graph(frame, ["x"], split_every=1)

@@ -52,7 +52,16 @@ from mlcomp.data.clean import exact_duplicates
 from mlcomp.data.sampling import HashSample
 from mlcomp.data.stats import RunningMoments
 
-__all__ = ["connect", "moments", "Schema", "CleanReport", "validate", "clean_table"]
+__all__ = [
+    "connect",
+    "moments",
+    "moments_graph",
+    "task_layers",
+    "Schema",
+    "CleanReport",
+    "validate",
+    "clean_table",
+]
 
 
 def connect(
@@ -65,8 +74,10 @@ def connect(
 
     The local cluster has ``n_workers`` workers of ``threads_per_worker``
     threads and ``memory_limit`` each (with ``processes=False`` the workers
-    are threads of this process and get no limit), and no dashboard (nothing
-    listens on a web port). Close the client (``with connect() as client:``)
+    are threads of this process and get no limit). The scheduler's HTTP
+    endpoint (health checks, and the dashboard where Bokeh is installed)
+    takes a free port rather than 8787, so several clusters can coexist;
+    nothing here needs it. Close the client (``with connect() as client:``)
     to stop the cluster it started.
 
     >>> with connect(n_workers=1, processes=False) as client:
@@ -85,8 +96,28 @@ def connect(
         # count everything the process holds and pause the workers
         memory_limit=memory_limit if processes else 0,
         processes=processes,
-        dashboard_address=None,
+        dashboard_address=":0",
     )
+
+
+def peak_memory_mib() -> float:
+    """The largest resident memory this process has had so far, in MiB.
+
+    Call it on Dask workers with ``client.run(peak_memory_mib)``.
+
+    >>> peak_memory_mib() > 0
+    True
+    """
+    import sys
+
+    if sys.platform == "win32":  # pragma: no cover - not on the CI machine
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / 2**20
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # B or KiB
 
 
 def _partition_moments(frame, columns: Sequence[str]) -> RunningMoments:
@@ -102,18 +133,10 @@ def _merge(parts: list[RunningMoments]) -> RunningMoments:
     return total
 
 
-def moments(data, columns: Sequence[str], split_every: int = 8) -> RunningMoments:
-    """Per-column :class:`RunningMoments` of a Dask DataFrame or a Parquet folder.
+def moments_graph(data, columns: Sequence[str], split_every: int = 8):
+    """The lazy tree reduction behind :func:`moments` (a ``dask.delayed`` object).
 
-    Each partition is summarized where it is read; the summaries are merged
-    ``split_every`` at a time up a tree. Runs on the current Dask client (or
-    Dask's default scheduler without one).
-
-    >>> import dask.dataframe as dd, pandas as pd
-    >>> frame = dd.from_pandas(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}), npartitions=2)
-    >>> rm = moments(frame, ["x"])
-    >>> rm.mean.tolist(), rm.var().tolist()
-    ([2.5], [1.6666666666666667])
+    Nothing is read until it is computed; :func:`task_layers` draws it.
     """
     import dask
     import dask.dataframe as dd
@@ -139,7 +162,54 @@ def moments(data, columns: Sequence[str], split_every: int = 8) -> RunningMoment
             dask.delayed(_merge)(level[i : i + split_every])
             for i in range(0, len(level), split_every)
         ]
-    return level[0].compute()
+    return level[0]
+
+
+def moments(data, columns: Sequence[str], split_every: int = 8) -> RunningMoments:
+    """Per-column :class:`RunningMoments` of a Dask DataFrame or a Parquet folder.
+
+    Each partition is summarized where it is read; the summaries are merged
+    ``split_every`` at a time up a tree. Runs on the current Dask client (or
+    Dask's default scheduler without one).
+
+    >>> import dask.dataframe as dd, pandas as pd
+    >>> frame = dd.from_pandas(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}), npartitions=2)
+    >>> rm = moments(frame, ["x"])
+    >>> rm.mean.tolist(), rm.var().tolist()
+    ([2.5], [1.6666666666666667])
+    """
+    return moments_graph(data, columns, split_every).compute()
+
+
+def task_layers(obj) -> tuple[list[list], list[tuple]]:
+    """The task graph of a Dask collection, by depth: (layers, edges).
+
+    ``layers[d]`` lists the keys of the tasks whose longest chain of inputs
+    has ``d`` tasks; ``edges`` holds ``(input key, task key)`` pairs. Enough
+    to draw a graph without Graphviz.
+
+    >>> import dask
+    >>> a, b = dask.delayed(1), dask.delayed(2)
+    >>> layers, edges = task_layers(dask.delayed(sum)([a, b]))
+    >>> [len(layer) for layer in layers], len(edges)
+    ([2, 1], 2)
+    """
+    from dask.core import get_dependencies
+
+    graph = dict(obj.__dask_graph__())
+    deps = {key: get_dependencies(graph, key) for key in graph}
+    depth: dict = {}
+
+    def level(key) -> int:  # graphs here are shallow: recursion is fine
+        if key not in depth:
+            depth[key] = 1 + max((level(d) for d in deps[key]), default=-1)
+        return depth[key]
+
+    layers: list[list] = [[] for _ in range(1 + max(map(level, graph)))]
+    for key in graph:
+        layers[depth[key]].append(key)
+    edges = [(d, key) for key, ds in deps.items() for d in ds]
+    return layers, edges
 
 
 # --- the cleaning pipeline ------------------------------------------------------
@@ -171,6 +241,10 @@ class Schema:
         return (self.key, *self.numeric, *self.text)
 
 
+# text that means "no value" (as pandas' CSV reader reads it), not a bad value
+_MISSING = frozenset(["", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a"])
+
+
 def _counts() -> dict:
     return {
         "partitions": 0,
@@ -195,11 +269,13 @@ def validate(
     counted. The quarantine keeps every original value as text, plus
     ``reason`` and ``partition``. A missing column is an error.
 
-    >>> frame = pd.DataFrame({"row_id": [1, 2, 3], "x": ["1.5", "n/a", "2"]})
+    >>> frame = pd.DataFrame({"row_id": [1, 2, 3], "x": ["1.5", "one", "2"]})
     >>> schema = Schema(numeric=("x",), outliers=(), text=())
     >>> rows, bad, counts = validate(frame, schema)
     >>> rows["x"].tolist(), bad["reason"].tolist(), counts["quarantined"]
     ([1.5, 2.0], ['x is not a number'], {'x is not a number': 1})
+    >>> validate(frame.assign(x=["1", "n/a", "3"]), schema)[0]["x"].tolist()
+    [1.0, nan, 3.0]
     """
     counts = _counts()
     counts["partitions"] = 1
@@ -236,7 +312,8 @@ def validate(
                 values = raw.astype(np.float64)
             else:
                 values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
-                flag(raw.notna() & values.isna(), f"{column} is not a number")
+                blank = raw.astype(str).str.strip().str.lower().isin(_MISSING)
+                flag(raw.notna() & ~blank & values.isna(), f"{column} is not a number")
         flag(np.isinf(values), f"{column} is infinite")
         out[column] = values
     for column in schema.text:

@@ -44,8 +44,18 @@ NUMERIC = ("age", "income", "score")
 _WORDS = (
     "fast delivery great price poor quality would buy again broken on arrival "
     "works as described too small too large excellent support late refund "
-    "recommended not recommended battery lasts screen bright sound clear"
+    "recommended not recommended battery lasts screen bright sound clear "
+    "cheap sturdy flimsy heavy light quiet loud warm cold soft hard smooth rough "
+    "easy setup difficult manual missing parts extra cable charger box packaging "
+    "damaged perfect fit color faded scratched shiny elegant ugly comfortable "
+    "tight loose size colour red blue black white green grey silver gold pink "
+    "gift kids parents office kitchen garden travel daily weekly monthly once "
+    "twice never always sometimes slow quick noisy reliable unreliable value "
+    "money waste worth every penny expensive budget premium basic advanced "
+    "button switch lid handle strap zipper pocket wheel motor blade filter "
+    "seller courier store website app update firmware instructions warranty"
 ).split()
+_WORDS = list(dict.fromkeys(_WORDS))  # each word once, in order
 
 
 @dataclasses.dataclass(frozen=True)
