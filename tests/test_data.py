@@ -658,6 +658,28 @@ def test_task_layers_show_the_tree_reduction():
     layers, edges = outofcore.task_layers(graph)
     assert [len(layer) for layer in layers] == [8, 8, 4, 2, 1]
     assert len(edges) == 8 + 8 + 4 + 2  # each task but the root feeds one
+    position = {key: i for layer in layers for i, key in enumerate(layer)}
+    for layer in layers[:-1]:  # drawn in this order, no two edges cross
+        users = [position[next(t for d, t in edges if d == key)] for key in layer]
+        assert users == sorted(users)
     assert graph.compute().mean.tolist() == [39.5]
     with pytest.raises(ValueError, match="split_every"):
         outofcore.moments_graph(frame, ["x"], split_every=1)
+
+
+def test_peak_memory_is_this_process_high_water_mark():
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, psutil\n"
+        "from mlcomp.data.outofcore import peak_memory_mib\n"
+        "block = np.ones(40_000_000); del block\n"  # 305 MiB touched, freed
+        "print(peak_memory_mib(), psutil.Process().memory_info().rss / 2**20)\n"
+    )
+    # started from this (large) test process, the child must not inherit its peak
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    peak, now = map(float, out)
+    assert peak > now + 250
+    assert peak < now + 305 + 200  # its own peak, not the parent's

@@ -103,21 +103,29 @@ def connect(
 def peak_memory_mib() -> float:
     """The largest resident memory this process has had so far, in MiB.
 
-    Call it on Dask workers with ``client.run(peak_memory_mib)``.
+    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark
+    of this process image (``getrusage``'s ``ru_maxrss`` would not do: it
+    survives ``exec``, so a Dask worker spawned by a large process inherits
+    its parent's peak). Call it on Dask workers with
+    ``client.run(peak_memory_mib)``.
 
     >>> peak_memory_mib() > 0
     True
     """
     import sys
 
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     if sys.platform == "win32":  # pragma: no cover - not on the CI machine
         import psutil
 
         return psutil.Process().memory_info().peak_wset / 2**20
-    import resource
+    import resource  # pragma: no cover - macOS: bytes
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # B or KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _partition_moments(frame, columns: Sequence[str]) -> RunningMoments:
@@ -185,8 +193,9 @@ def task_layers(obj) -> tuple[list[list], list[tuple]]:
     """The task graph of a Dask collection, by depth: (layers, edges).
 
     ``layers[d]`` lists the keys of the tasks whose longest chain of inputs
-    has ``d`` tasks; ``edges`` holds ``(input key, task key)`` pairs. Enough
-    to draw a graph without Graphviz.
+    has ``d`` tasks, ordered so that a task sits near the tasks that use its
+    output; ``edges`` holds ``(input key, task key)`` pairs. Enough to draw
+    a graph without Graphviz.
 
     >>> import dask
     >>> a, b = dask.delayed(1), dask.delayed(2)
@@ -209,6 +218,17 @@ def task_layers(obj) -> tuple[list[list], list[tuple]]:
     for key in graph:
         layers[depth[key]].append(key)
     edges = [(d, key) for key, ds in deps.items() for d in ds]
+    # order each layer after the layer that uses it, so a drawing has no
+    # crossings in a tree: a task goes where its users are
+    users: dict = {key: [] for key in graph}
+    for d, key in edges:
+        users[d].append(key)
+    place = {key: i / len(layers[-1]) for i, key in enumerate(layers[-1])}
+    for layer in reversed(layers[:-1]):
+        layer.sort(
+            key=lambda k: sum(place[u] for u in users[k]) / max(len(users[k]), 1)
+        )
+        place.update({key: i / len(layer) for i, key in enumerate(layer)})
     return layers, edges
 
 
