@@ -145,6 +145,12 @@ def moments_graph(data, columns: Sequence[str], split_every: int = 8):
     """The lazy tree reduction behind :func:`moments` (a ``dask.delayed`` object).
 
     Nothing is read until it is computed; :func:`task_layers` draws it.
+
+    >>> import dask.dataframe as dd, pandas as pd
+    >>> frame = dd.from_pandas(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}), npartitions=4)
+    >>> graph = moments_graph(frame, ["x"], split_every=2)
+    >>> graph.compute().mean.tolist()
+    [2.5]
     """
     import dask
     import dask.dataframe as dd
