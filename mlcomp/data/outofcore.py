@@ -40,6 +40,7 @@ errors that name the file or the column.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -316,11 +317,10 @@ def validate(
         counts["empty_partitions"].append(name)
         return frame.copy(), frame.astype(str).assign(reason=[], partition=[]), counts
     out = frame.copy()
-    reason = pd.Series("", index=frame.index, dtype=object)
+    reason = np.full(len(frame), None, dtype=object)  # the first reason found
 
     def flag(mask, why: str) -> None:
-        mask = np.asarray(mask, bool) & (reason == "").to_numpy()
-        reason[mask] = why
+        reason[np.asarray(mask, bool) & (reason == None)] = why  # noqa: E711
 
     key = pd.to_numeric(frame[schema.key], errors="coerce")
     whole = key.notna() & np.isfinite(key) & (key == np.round(key))
@@ -347,7 +347,7 @@ def validate(
         if not (pd.api.types.is_string_dtype(raw) or raw.dtype == object):
             counts["coerced"].append(f"{name}: {column} {raw.dtype}")
             out[column] = raw.astype(str).where(raw.notna(), None)
-    bad = (reason != "").to_numpy()
+    bad = reason != None  # noqa: E711 (elementwise on an object array)
     quarantine = frame[bad].astype(str).assign(reason=reason[bad], partition=name)
     for why, n in quarantine["reason"].value_counts().sort_index().items():
         counts["quarantined"][why] = int(n)
@@ -543,8 +543,6 @@ def clean_table(
         (dst / sub).mkdir(parents=True, exist_ok=True)
         for old in (dst / sub).glob("*.parquet"):
             old.unlink()
-    import functools
-
     # pass 1: validate, count, sample
     counts, sample = _counts(), HashSample(sample_size)
     values = np.zeros(len(schema.numeric), np.int64)
