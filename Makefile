@@ -1,8 +1,12 @@
 # One-command set-up, tests and book. See README.md.
-#   make book       set up, then build the HTML book into _build/html
-#   make test       set up, then lint, unit tests, nbval (strict) and the strict book build
-#   make notebooks  re-execute every notebook in place (refresh stored outputs)
-#   make lint       ruff
+#   make book         set up, then build the HTML book into _build/html
+#   make test         set up, then lint, unit tests, nbval (strict) and the strict book
+#                     build, printing the time of each stage
+#   make notebooks    re-execute every notebook in place (refresh stored outputs)
+#   make claims       train the zoo from SEED (default 1) into a temporary cache and run
+#                     the notebooks that use it, checking asserts only (nbval-lax)
+#   make zoo-retrain  re-make the shipped zoo weights (NAMES=... for some of them)
+#   make lint         ruff
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,17 +15,36 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := dataset-fashion-mnist espeak-ng festival festvox-kallpc16k festvox-us-slt-hts
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
+# notebooks whose numbers depend on the zoo (the ones `make claims` re-runs)
+ZOO_NOTEBOOKS := $(shell grep -l 'zoo\.' $(NOTEBOOKS))
 JB := $(VENV)/bin/jupyter-book build . -W -n --keep-going
+KERNEL := $(VENV)/share/jupyter/kernels/mlcomp/kernel.json
+SEED ?= 1
+NAMES ?=
 
-.PHONY: setup apt zoo book test unit nbval lint notebooks benchmarks clean
+# Pinned numerics: PyTorch's CPU arithmetic made identical on every x86-64 CPU
+# with AVX2 (ATen, oneDNN and MKL held to AVX2; two threads). Read when torch
+# is imported, so they are exported to every process make starts. The values
+# are those of mlcomp/numerics.py (tests/test_numerics.py checks that they agree).
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export MKL_CBWR ?= AVX2
+export OMP_NUM_THREADS ?= 2
+export MKL_NUM_THREADS ?= 2
 
-setup: apt $(STAMP)
+.PHONY: setup apt zoo zoo-retrain book book-strict test unit nbval lint notebooks claims benchmarks clean
+
+setup: apt $(STAMP) $(KERNEL)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+# the Jupyter kernel "mlcomp" that the notebooks name: this venv, pinned numerics
+$(KERNEL): $(STAMP) mlcomp/numerics.py
+	$(VENV)/bin/mlcomp numerics --install-kernel
 
 # Debian packages the book needs: installed when running as root, otherwise
 # the one command to run is printed and make stops.
@@ -43,9 +66,13 @@ apt:
 	  exit 1; \
 	fi
 
-# Train (or verify the cache of) the reference models every chapter uses.
+# Verify the shipped reference models (nothing is trained unless a recipe
+# changed); zoo-retrain re-makes the shipped weights from their recipes.
 zoo: setup
-	$(VENV)/bin/mlcomp zoo
+	$(VENV)/bin/mlcomp zoo --quiet
+
+zoo-retrain: setup
+	$(VENV)/bin/mlcomp zoo --retrain $(NAMES)
 
 book: setup
 	$(JB)
@@ -61,16 +88,37 @@ lint: setup
 	$(VENV)/bin/ruff check mlcomp tests benchmarks book
 	$(VENV)/bin/ruff format --check mlcomp tests benchmarks book
 
-test: setup lint unit nbval
+book-strict: setup
 	$(JB)
-	@echo "make test: all passed"
 
+# Each stage in turn, with its time; the first failure stops the run.
+test:
+	@set -e; times=""; all=$$(date +%s); \
+	for stage in setup zoo lint unit nbval book-strict; do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage || { echo "make test: stage $$stage failed"; exit 1; }; \
+	  times="$$times$$(printf '  %-12s %5d s' $$stage $$(( $$(date +%s) - start )))\n"; \
+	done; \
+	printf "make test: all passed; time per stage:\n$$times  %-12s %5d s\n" total $$(( $$(date +%s) - all ))
+
+# Re-execute notebooks in place under the pinned kernel (NB=path for one).
+NB ?= $(NOTEBOOKS)
 notebooks: zoo
-	@for nb in $(NOTEBOOKS); do \
+	@for nb in $(NB); do \
 	  echo "executing $$nb"; \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	    --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=mlcomp "$$nb" || exit 1; \
 	done
+
+# Claims that survive a retrained zoo: the whole zoo from SEED, in a temporary
+# cache, then every notebook that uses it, with only asserts and errors counted.
+claims: setup
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "make claims: training the zoo from seed $(SEED) into $$tmp"; \
+	export MLCOMP_ZOO_SEED=$(SEED) MLCOMP_CACHE="$$tmp"; \
+	$(VENV)/bin/mlcomp zoo --quiet; \
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider $(ZOO_NOTEBOOKS); \
+	echo "make claims: every asserted claim holds for the zoo of seed $(SEED)"
 
 benchmarks: zoo
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -15,9 +15,17 @@ call, measure and plot.
 * :mod:`mlcomp.lowrank` — SVD and Tucker-2 factorization
 * :mod:`mlcomp.distill` — knowledge distillation (soft targets, hints)
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
+* :mod:`mlcomp.numerics` — pinned numerics (the same digits on every x86-64 CPU)
+
+Importing :mod:`mlcomp` before ``torch`` pins PyTorch's CPU arithmetic
+(:mod:`mlcomp.numerics`; ``MLCOMP_NUMERICS=native`` turns that off).
 """
 
 import importlib
+
+from mlcomp import numerics as _numerics
+
+_numerics.pin()
 
 __version__ = "0.1.0"
 __all__ = ["datasets", "measure", "models", "train", "utils", "zoo", "__version__"]

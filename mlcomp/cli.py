@@ -1,6 +1,8 @@
 """The ``mlcomp`` command line.
 
-    mlcomp zoo [NAME ...]               train, or verify the cache of, the zoo
+    mlcomp zoo [NAME ...]               verify (or train) the reference models
+    mlcomp zoo --retrain [NAME ...]     re-make the shipped weights, bit for bit
+    mlcomp numerics [--install-kernel]  the numerics in effect; the Jupyter kernel
     mlcomp compress MODEL -o OUT.mlc    prune, share and entropy-code a state dict
     mlcomp inspect OUT.mlc              per-tensor table of a compressed file
     mlcomp decompress OUT.mlc -o MODEL  back to a safetensors (or .pt) state dict
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mlcomp import zoo
+from mlcomp import numerics, zoo
 from mlcomp.coding import CorruptFileError
 
 __all__ = ["main", "read_state_dict", "write_state_dict"]
@@ -41,6 +43,17 @@ def _zoo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.retrain:
+        try:
+            records = zoo.retrain_shipped(args.names or None, progress=not args.quiet)
+        except RuntimeError as err:
+            raise CommandError(str(err)) from err
+        for info in records:
+            print(f"{info['name']}: test accuracy {info['test_accuracy']:.4f}, "
+                  f"trained in {info['train_seconds']} s, "
+                  f"sha256 {info['sha256'][:16]}")  # fmt: skip
+        print(f"written to {zoo.SHIPPED_DIR}")
+        return 0
     for name in args.names or sorted(zoo.RECIPES):
         start = time.perf_counter()
         zoo.pretrained(name, progress=not args.quiet)
@@ -49,6 +62,20 @@ def _zoo(args: argparse.Namespace) -> int:
             f"{name}: test accuracy {info['test_accuracy']:.4f}, trained in "
             f"{info['train_seconds']} s, ready in {time.perf_counter() - start:.1f} s"
         )
+    return 0
+
+
+def _numerics(args: argparse.Namespace) -> int:
+    if args.install_kernel:
+        folder = numerics.install_kernel()
+        print(f"installed the Jupyter kernel {numerics.KERNEL_NAME!r} in {folder}")
+        return 0
+    report = numerics.report()
+    state = "pinned (the book's digits)" if report["pinned"] else "not pinned"
+    print(f"numerics: {state}; ATen kernels {report['aten_capability']} on a "
+          f"{report['cpu_capability']} CPU, {report['threads']} threads")  # fmt: skip
+    for key, value in report["variables"].items():
+        print(f"  {key}={value if value is not None else '(unset)'}")
     return 0
 
 
@@ -204,10 +231,21 @@ def _bits(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlcomp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("zoo", help="train or verify the cached reference models")
+    p = commands.add_parser("zoo", help="verify (or train) the reference models")
     p.add_argument("names", nargs="*", help=f"default: all of {sorted(zoo.RECIPES)}")
+    p.add_argument("--retrain", action="store_true",
+                   help="re-make the shipped weights of NAMES (default all) "
+                   "and of the models trained from them, pinned numerics")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_zoo)
+
+    p = commands.add_parser(
+        "numerics", help="show the pinned numerics in effect, or install the kernel"
+    )
+    p.add_argument("--install-kernel", action="store_true",
+                   help="install the Jupyter kernel 'mlcomp' (pinned numerics) into "
+                   "this environment")  # fmt: skip
+    p.set_defaults(run=_numerics)
 
     p = commands.add_parser(
         "compress", help="prune, share and entropy-code a state dict into .mlc"

@@ -1,4 +1,7 @@
+import dataclasses
 import json
+import shutil
+import warnings
 
 import pytest
 import torch
@@ -161,3 +164,104 @@ def test_sparse_reference_models_meet_their_targets(name):
 def test_record_of_an_unknown_uncached_model_is_a_key_error(tmp_path):
     with pytest.raises(KeyError, match="no record"):
         zoo.record("never-trained", cache_dir=tmp_path)
+
+
+# --- the shipped weights ---------------------------------------------------------
+
+# the cheapest entries that together cover Adam from scratch, gradual pruning of a
+# shipped base, and convolutions (oneDNN): about a minute on two cores
+REPRODUCED = [
+    "lenet300-fashion",
+    "lenet300-fashion-sparse93",
+    "lenet5-fashion-sparse80-3ep",
+]
+
+
+def shipped_record(name):
+    return json.loads((zoo.SHIPPED_DIR / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_registered_model_is_shipped_by_its_current_recipe(name):
+    info = shipped_record(name)
+    assert info["recipe_digest"] == RECIPES[name].digest(), (
+        f"the recipe of {name} changed but its weights were not re-shipped: "
+        f"run `make zoo-retrain NAMES={name}` and commit mlcomp/weights/"
+    )
+    assert info["sha256"] == zoo._sha256(zoo.SHIPPED_DIR / f"{name}.safetensors")
+    assert info["numerics"] == "pinned" and info["aten_capability"] == "AVX2"
+    recipe = RECIPES[name]
+    if isinstance(recipe, zoo.PruneRecipe):  # made from the base that is shipped now
+        assert info["base_sha256"] == shipped_record(recipe.base)["sha256"], (
+            f"{recipe.base} was re-shipped without {name}: "
+            f"run `make zoo-retrain NAMES={recipe.base}`"
+        )
+
+
+def test_a_fresh_cache_trains_nothing(tmp_path, monkeypatch):
+    forbid_training(monkeypatch)
+    net = pretrained("lenet5-fashion", cache_dir=tmp_path)
+    assert not net.training and not any(tmp_path.iterdir())
+    assert zoo.record("lenet5-fashion", cache_dir=tmp_path) == shipped_record(
+        "lenet5-fashion"
+    )
+
+
+def test_another_zoo_seed_skips_the_shipped_weights_silently(tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.SEED_VARIABLE, "3")
+    recipe = zoo.recipe_for("lenet5-fashion-sparse90")
+    assert recipe.seed == 3 and recipe.digest() != RECIPES[recipe.base].digest()
+    assert recipe.digest() != dataclasses.replace(recipe, seed=0).digest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert zoo._locate("lenet5-fashion", zoo.recipe_for("lenet5-fashion"),
+                           tmp_path) is None  # fmt: skip
+    for bad in ["-1", "one", str(2**32)]:
+        monkeypatch.setenv(zoo.SEED_VARIABLE, bad)
+        with pytest.raises(ValueError, match="MLCOMP_ZOO_SEED"):
+            zoo.recipe_for("lenet5-fashion")
+
+
+def test_damaged_or_stale_shipped_weights_are_not_used(tmp_path, monkeypatch):
+    shipped = tmp_path / "weights"
+    shutil.copytree(zoo.SHIPPED_DIR, shipped)
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", shipped)
+    name = "lenet300-fashion"
+    path = shipped / f"{name}.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0x10
+    path.write_bytes(bytes(blob))
+    with pytest.warns(StaleCacheWarning, match="shipped.*checksum"):
+        assert zoo._locate(name, RECIPES[name], tmp_path / "cache") is None
+    changed = dataclasses.replace(RECIPES["lenet5-fashion"], epochs=8)
+    monkeypatch.setitem(zoo.RECIPES, "lenet5-fashion", changed)
+    with pytest.warns(StaleCacheWarning, match="make zoo-retrain NAMES=lenet5-fashion"):
+        assert zoo._locate("lenet5-fashion", changed, tmp_path / "cache") is None
+
+
+def test_retraining_the_shipped_weights_needs_pinned_numerics(monkeypatch, tmp_path):
+    monkeypatch.setattr(zoo.numerics, "report", lambda: {
+        "pinned": False, "aten_capability": "AVX512", "threads": 16})  # fmt: skip
+    with pytest.raises(RuntimeError, match="pinned numerics"):
+        zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
+    monkeypatch.setenv(zoo.SEED_VARIABLE, "1")
+    with pytest.raises(RuntimeError, match="MLCOMP_ZOO_SEED"):
+        zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_retraining_reproduces_the_shipped_weights_bit_for_bit(tmp_path):
+    report = zoo.numerics.report()
+    if report["cpu_capability"] not in ("AVX2", "AVX512"):
+        pytest.skip(f"this CPU ({report['cpu_capability']}) lacks AVX2: other digits")
+    made_by = shipped_record(REPRODUCED[0])["torch"]
+    if made_by != torch.__version__.split("+")[0]:
+        pytest.skip(f"the shipped weights were made by torch {made_by}")
+    assert report["pinned"], f"run under the pinned numerics (make unit): {report}"
+    records = zoo.retrain_shipped(REPRODUCED, folder=tmp_path, include_dependents=False,
+                                  progress=False)  # fmt: skip
+    assert [r["name"] for r in records] == REPRODUCED
+    for name in REPRODUCED:
+        mine = (tmp_path / f"{name}.safetensors").read_bytes()
+        theirs = (zoo.SHIPPED_DIR / f"{name}.safetensors").read_bytes()
+        assert mine == theirs, f"{name}: retrained weights differ from the shipped ones"

@@ -1,0 +1,152 @@
+"""Pinned numerics: the same PyTorch arithmetic, bit for bit, on every x86-64 CPU.
+
+PyTorch's CPU kernels pick their code path from the processor's instruction
+set in three libraries: ATen's own vectorized kernels
+(``ATEN_CPU_CAPABILITY``), oneDNN for convolutions (``ONEDNN_MAX_CPU_ISA``)
+and MKL for matrix products (``MKL_CBWR``, "conditional bitwise
+reproducibility"). An AVX-512 path sums in another order than an AVX2 path,
+so one seed gives other weights on another CPU, and every number printed
+downstream moves in its last digits. The thread count matters too: a
+parallel reduction splits its work by thread and adds the parts in that
+order.
+
+This module pins all four to what every x86-64 CPU of the last decade has
+(AVX2, two threads). The variables are read once, when ``torch`` is first
+imported, so they must be in the environment before that:
+
+* ``import mlcomp`` sets them (unless already set) when torch is not yet
+  imported, and so does every process the project starts: the Makefile
+  exports them, and ``make`` installs a Jupyter kernel "mlcomp" that carries
+  them (``mlcomp numerics --install-kernel``);
+* ``MLCOMP_NUMERICS=native`` turns the pinning off (the fastest code paths
+  of this CPU; the book's asserts still hold, its digits may differ).
+
+:func:`report` says what is in effect in this process.
+
+>>> sorted(PINNED)[:2]
+['ATEN_CPU_CAPABILITY', 'MKL_CBWR']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["PINNED", "THREADS", "environment", "pin", "report", "install_kernel"]
+
+THREADS = 2
+PINNED: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorized kernels
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
+    "MKL_CBWR": "AVX2",  # MKL (matrix products)
+    "OMP_NUM_THREADS": str(THREADS),  # torch's intra-op threads
+    "MKL_NUM_THREADS": str(THREADS),
+}
+KERNEL_NAME = "mlcomp"
+KERNEL_DISPLAY_NAME = "Python 3 (mlcomp, pinned numerics)"
+
+
+def _enabled(env) -> bool:
+    mode = env.get("MLCOMP_NUMERICS", "pinned")
+    if mode not in ("pinned", "native"):
+        raise ValueError(f"MLCOMP_NUMERICS must be 'pinned' or 'native', got {mode!r}")
+    return mode == "pinned"
+
+
+def environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``base`` (default: ``os.environ``) with the pinned variables set.
+
+    For starting a subprocess with the book's numerics. Values already in
+    ``base`` are kept, so a user's explicit choice wins.
+
+    >>> environment({})["MKL_CBWR"]
+    'AVX2'
+    >>> environment({"MLCOMP_NUMERICS": "native"}).get("MKL_CBWR") is None
+    True
+    """
+    env = dict(os.environ if base is None else base)
+    if _enabled(env):
+        for key, value in PINNED.items():
+            env.setdefault(key, value)
+    return env
+
+
+def pin() -> bool:
+    """Set the pinned variables in this process; True if they can take effect.
+
+    They can only while ``torch`` has not been imported yet (it reads them
+    once); after that this changes nothing and returns False.
+    """
+    if "torch" in sys.modules or not _enabled(os.environ):
+        return False
+    os.environ.update(environment())
+    return True
+
+
+def report() -> dict[str, object]:
+    """What decides this process's arithmetic, and whether it is the book's.
+
+    ``pinned`` is True when every pinned variable has the book's value and
+    ATen really runs its AVX2 kernels (a CPU without AVX2 falls back to
+    another path: the asserts hold there, the digits may not) with
+    :data:`THREADS` threads.
+
+    >>> r = report()
+    >>> sorted(r)
+    ['aten_capability', 'cpu_capability', 'pinned', 'threads', 'variables']
+    """
+    import torch
+
+    variables = {key: os.environ.get(key) for key in PINNED}
+    aten = torch.backends.cpu.get_cpu_capability()
+    pinned = (
+        all(os.environ.get(k) == v for k, v in PINNED.items())
+        and aten == "AVX2"
+        and torch.get_num_threads() == THREADS
+    )
+    return {
+        "pinned": pinned,
+        "aten_capability": aten,
+        "cpu_capability": _cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "variables": variables,
+    }
+
+
+def _cpu_capability() -> str:
+    """The best instruction set this CPU offers (read from /proc/cpuinfo)."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    for flag, name in [("avx512f", "AVX512"), ("avx2", "AVX2")]:
+        if flag in flags:
+            return name
+    return "below AVX2"
+
+
+def install_kernel(prefix: str | os.PathLike | None = None) -> Path:
+    """Install the Jupyter kernel "mlcomp": this Python, with the pinned variables.
+
+    Written under ``prefix`` (default: this Python's ``sys.prefix``, i.e. the
+    virtual environment), where Jupyter started from that environment finds
+    it. The notebooks name this kernel, so opening one in Jupyter gives the
+    book's numbers.
+    """
+    folder = Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": KERNEL_DISPLAY_NAME,
+        "language": "python",
+        "env": dict(PINNED),
+        "metadata": {"debugger": True},
+    }
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
+    return folder
