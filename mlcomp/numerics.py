@@ -34,7 +34,15 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["PINNED", "THREADS", "environment", "pin", "report", "install_kernel"]
+__all__ = [
+    "PINNED",
+    "THREADS",
+    "cpu_flags",
+    "environment",
+    "install_kernel",
+    "pin",
+    "report",
+]
 
 THREADS = 2
 PINNED: dict[str, str] = {
@@ -115,15 +123,29 @@ def report() -> dict[str, object]:
     }
 
 
-def _cpu_capability() -> str:
-    """The best instruction set this CPU offers (read from /proc/cpuinfo)."""
+def cpu_flags() -> set[str]:
+    """The instruction-set flags this CPU reports (empty where /proc/cpuinfo is not).
+
+    For telling, e.g., whether it has native bf16 (``avx512_bf16``,
+    ``amx_bf16``) or int8 dot products (``avx512_vnni``, ``avx_vnni``).
+
+    >>> isinstance(cpu_flags(), set)
+    True
+    """
     try:
-        flags = next(
-            line.split(":", 1)[1].split()
+        return next(
+            set(line.split(":", 1)[1].split())
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("flags")
         )
     except (OSError, StopIteration):
+        return set()
+
+
+def _cpu_capability() -> str:
+    """The best instruction set this CPU offers."""
+    flags = cpu_flags()
+    if not flags:
         return "unknown"
     for flag, name in [("avx512f", "AVX512"), ("avx2", "AVX2")]:
         if flag in flags:
