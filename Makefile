@@ -25,12 +25,15 @@ NAMES ?=
 # Pinned numerics: PyTorch's CPU arithmetic made identical on every x86-64 CPU
 # with AVX2 (ATen, oneDNN and MKL held to AVX2; two threads). Read when torch
 # is imported, so they are exported to every process make starts. The values
-# are those of mlcomp/numerics.py (tests/test_numerics.py checks that they agree).
+# are those of mlcomp/numerics.py (tests/test_numerics.py checks that they agree);
+# MLCOMP_NUMERICS=native turns them off.
+ifneq ($(MLCOMP_NUMERICS),native)
 export ATEN_CPU_CAPABILITY ?= avx2
 export ONEDNN_MAX_CPU_ISA ?= AVX2
 export MKL_CBWR ?= AVX2
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
+endif
 
 .PHONY: setup apt zoo zoo-retrain book book-strict test unit nbval lint notebooks claims benchmarks clean
 

@@ -16,8 +16,8 @@ imported, so they must be in the environment before that:
 
 * ``import mlcomp`` sets them (unless already set) when torch is not yet
   imported, and so does every process the project starts: the Makefile
-  exports them, and ``make`` installs a Jupyter kernel "mlcomp" that carries
-  them (``mlcomp numerics --install-kernel``);
+  exports them, and ``make`` installs a Jupyter kernel "mlcomp" that imports
+  mlcomp before anything else (``mlcomp numerics --install-kernel``);
 * ``MLCOMP_NUMERICS=native`` turns the pinning off (the fastest code paths
   of this CPU; the book's asserts still hold, its digits may differ).
 
@@ -154,20 +154,21 @@ def _cpu_capability() -> str:
 
 
 def install_kernel(prefix: str | os.PathLike | None = None) -> Path:
-    """Install the Jupyter kernel "mlcomp": this Python, with the pinned variables.
+    """Install the Jupyter kernel "mlcomp": this Python, numerics pinned.
 
-    Written under ``prefix`` (default: this Python's ``sys.prefix``, i.e. the
-    virtual environment), where Jupyter started from that environment finds
-    it. The notebooks name this kernel, so opening one in Jupyter gives the
-    book's numbers.
+    The kernel imports :mod:`mlcomp` before anything else
+    (``python -m mlcomp._kernel``), so it pins the numerics unless Jupyter
+    was started with ``MLCOMP_NUMERICS=native``. Written under ``prefix``
+    (default: this Python's ``sys.prefix``, i.e. the virtual environment),
+    where Jupyter started from that environment finds it. The notebooks name
+    this kernel, so opening one in Jupyter gives the book's numbers.
     """
     folder = Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-m", "mlcomp._kernel", "-f", "{connection_file}"],
         "display_name": KERNEL_DISPLAY_NAME,
         "language": "python",
-        "env": dict(PINNED),
         "metadata": {"debugger": True},
     }
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")

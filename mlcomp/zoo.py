@@ -158,7 +158,11 @@ RECIPES: dict[str, Recipe | PruneRecipe] = {
     # 15 s and 90 s on two cores). LeNet-300-100's drop varies with the seed
     # between about -0.2 and +0.7 points, hence its wider check.
     "lenet300-fashion-sparse90": PruneRecipe(
-        "lenet300-fashion", sparsity=0.9, epochs=15, lr=5e-4, prune_epochs=8,
+        "lenet300-fashion",
+        sparsity=0.9,
+        epochs=15,
+        lr=5e-4,
+        prune_epochs=8,
         max_accuracy_drop=0.01,
     ),  # fmt: skip
     "lenet5-fashion-sparse90": PruneRecipe(

@@ -1,3 +1,4 @@
+import ast
 import json
 import os
 import re
@@ -53,8 +54,29 @@ def test_importing_mlcomp_first_pins_a_fresh_process():
     assert not any(native["variables"].values()) and not native["pinned"]
 
 
-def test_the_kernel_spec_carries_the_pinned_variables(tmp_path):
+@pytest.mark.parametrize("mode", ["pinned", "native"])
+def test_the_installed_kernel_pins_unless_told_not_to(tmp_path, monkeypatch, mode):
+    from jupyter_client.manager import start_new_kernel
+
     folder = numerics.install_kernel(tmp_path)
     spec = json.loads((folder / "kernel.json").read_text())
-    assert folder.name == numerics.KERNEL_NAME and spec["env"] == numerics.PINNED
-    assert spec["argv"][0] == sys.executable and "{connection_file}" in spec["argv"]
+    assert folder.name == numerics.KERNEL_NAME and spec["argv"][0] == sys.executable
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PINNED}
+    env["MLCOMP_NUMERICS"] = mode
+    manager, client = start_new_kernel(kernel_name=numerics.KERNEL_NAME, env=env)
+    try:
+        code = "import json, torch; from mlcomp import numerics; r = numerics.report()"
+        client.execute_interactive(code, timeout=60)
+        reply = client.execute_interactive(
+            "", user_expressions={"r": "json.dumps(r['variables'])"}, timeout=60
+        )
+        shown = reply["content"]["user_expressions"]["r"]["data"]["text/plain"]
+        shown = json.loads(ast.literal_eval(shown))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    if mode == "pinned":
+        assert shown == numerics.PINNED
+    else:
+        assert not any(shown.values()), shown
