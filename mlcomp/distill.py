@@ -256,6 +256,7 @@ def distill(
     with this loss, so for the same ``seed`` a distilled student and one
     trained on labels see the same batches.
 
+    >>> _ = torch.manual_seed(0)  # the layers' initial weights
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(256, 4, generator=g); y = (X[:, 0] > 0).long()
     >>> teacher = nn.Linear(4, 2)

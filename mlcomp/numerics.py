@@ -86,6 +86,10 @@ def pin() -> bool:
 
     They can only while ``torch`` has not been imported yet (it reads them
     once); after that this changes nothing and returns False.
+
+    >>> import torch
+    >>> pin()  # too late in this process: torch is imported
+    False
     """
     if "torch" in sys.modules or not _enabled(os.environ):
         return False
@@ -162,6 +166,11 @@ def install_kernel(prefix: str | os.PathLike | None = None) -> Path:
     (default: this Python's ``sys.prefix``, i.e. the virtual environment),
     where Jupyter started from that environment finds it. The notebooks name
     this kernel, so opening one in Jupyter gives the book's numbers.
+
+    >>> import json, tempfile
+    >>> folder = install_kernel(tempfile.mkdtemp())
+    >>> json.loads((folder / "kernel.json").read_text())["argv"][1:3]
+    ['-m', 'mlcomp._kernel']
     """
     folder = Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)

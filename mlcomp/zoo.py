@@ -495,7 +495,14 @@ def retrain_shipped(
     (default :data:`SHIPPED_DIR`). With ``include_dependents=False`` only
     ``names`` are re-made (the unit test that checks the shipped bytes does
     that). Returns the new records.
+
+    >>> retrain_shipped(["resnet-imagenet"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    KeyError: "unknown zoo model(s) ['resnet-imagenet']; choose from [...]"
     """
+    unknown = [n for n in names or [] if n not in RECIPES]
+    if unknown:
+        raise KeyError(f"unknown zoo model(s) {unknown}; choose from {sorted(RECIPES)}")
     if os.environ.get(SEED_VARIABLE, "").strip():
         raise RuntimeError(
             f"the shipped weights use the registered seeds; unset {SEED_VARIABLE}"
@@ -508,9 +515,6 @@ def retrain_shipped(
             "threads): run `make zoo-retrain`, or import mlcomp before torch and "
             "leave MLCOMP_NUMERICS unset"
         )
-    unknown = [n for n in names or [] if n not in RECIPES]
-    if unknown:
-        raise KeyError(f"unknown zoo model(s) {unknown}; choose from {sorted(RECIPES)}")
     target = Path(folder) if folder is not None else SHIPPED_DIR
     records = []
     chosen = list(names) if names else list(RECIPES)
