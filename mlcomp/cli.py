@@ -26,6 +26,7 @@ import torch
 
 from mlcomp import numerics, zoo
 from mlcomp.coding import CorruptFileError
+from mlcomp.utils import atomic_open
 
 __all__ = ["main", "read_state_dict", "write_state_dict"]
 
@@ -136,23 +137,25 @@ def write_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) ->
     {'w': tensor([1., 1.])}
     """
     path = Path(path)
-    if path.suffix in (".pt", ".pth"):
-        torch.save(state, path)
-    elif path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()}, path)
-    else:
+    if path.suffix not in (".pt", ".pth", ".safetensors"):
         raise CommandError(
             f"cannot tell the format of {path}: name it .safetensors or .pt"
         )
+    with atomic_open(path) as f:  # all or nothing, even on a full disk
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
+
+            f.write(save({k: v.contiguous() for k, v in state.items()}))
+        else:
+            torch.save(state, f)
 
 
 def _compress(args: argparse.Namespace) -> int:
     from mlcomp import pipeline
 
-    state = read_state_dict(args.model)
     out = Path(args.output)
+    _refuse_overwriting(out, args.model)
+    state = read_state_dict(args.model)
     try:
         if args.recipe == "lossless":
             from mlcomp.coding import save_compressed
@@ -202,10 +205,23 @@ def _inspect(args: argparse.Namespace) -> int:
 def _decompress(args: argparse.Namespace) -> int:
     from mlcomp.coding import load_compressed
 
-    state = load_compressed(_existing(args.file), progress=not args.quiet)
+    _refuse_overwriting(Path(args.output), _existing(args.file))
+    state = load_compressed(args.file, progress=not args.quiet)
     write_state_dict(state, args.output)
     print(f"{args.output}: {len(state)} tensors")
     return 0
+
+
+def _refuse_overwriting(output: Path, source: str | os.PathLike) -> None:
+    """An output that is the input (by name, symlink or hard link) would lose it."""
+    same = output.resolve() == Path(source).resolve() or (
+        output.exists() and Path(source).exists() and os.path.samefile(output, source)
+    )
+    if same:
+        raise CommandError(
+            f"the output {output} is the input {source}; writing it would destroy "
+            "the input: choose another output path"
+        )
 
 
 def _existing(path: str | os.PathLike) -> str | os.PathLike:

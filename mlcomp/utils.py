@@ -1,4 +1,4 @@
-"""Small helpers shared by every chapter: seeding, and where files live.
+"""Small helpers shared by every chapter: seeding, where files live, safe writes.
 
 Reproducibility is a feature of this book: every notebook starts with
 ``set_seed(0)`` so that its stored outputs are what a reader gets when they
@@ -7,14 +7,60 @@ run it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "cache_dir"]
+__all__ = ["set_seed", "cache_dir", "atomic_open"]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Write ``path`` all at once or not at all: a binary file to write into.
+
+    The data goes to a temporary file of a unique name in the same folder,
+    which is flushed to disk (fsync) and then renamed over ``path``: readers
+    see the old file or the complete new one, never a part; two writers to one
+    path leave one of the two complete files; a failure (an exception, a full
+    disk) removes the temporary file and leaves ``path`` untouched. A process
+    killed mid-write leaves only a hidden ``.NAME.*.tmp`` beside it.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.bin"
+    >>> with atomic_open(target) as f:
+    ...     _ = f.write(b"all or nothing")
+    >>> target.read_bytes()
+    b'all or nothing'
+    >>> with atomic_open(target) as f:  # a failed write leaves the old file
+    ...     _ = f.write(b"half")
+    ...     raise OSError("disk full")
+    Traceback (most recent call last):
+    OSError: disk full
+    >>> target.read_bytes(), sorted(p.name for p in target.parent.iterdir())
+    (b'all or nothing', ['out.bin'])
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a file is not
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def set_seed(seed: int = 0, deterministic: bool = True) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from mlcomp import datasets, models, numerics, train, utils
@@ -370,21 +370,13 @@ def _locate(name: str, recipe, cache: Path) -> tuple[Path, dict] | None:
     return None
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save(name: str, net: nn.Module, recipe, metrics: dict, folder: Path) -> dict:
     """Write ``net`` and its record into ``folder``; return the record."""
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta = _paths(name, folder)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    _atomic_write(weights, lambda p: save_file(state, str(p)))
+    with utils.atomic_open(weights) as f:
+        f.write(save(state))
     report = numerics.report()
     info = {
         "name": name,
@@ -396,7 +388,8 @@ def _save(name: str, net: nn.Module, recipe, metrics: dict, folder: Path) -> dic
         "aten_capability": report["aten_capability"],
         **metrics,
     }
-    _atomic_write(meta, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    with utils.atomic_open(meta) as f:
+        f.write((json.dumps(info, indent=2) + "\n").encode())
     return info
 
 

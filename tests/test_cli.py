@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -134,3 +135,75 @@ def test_the_console_script_exit_status(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().startswith("mlcomp inspect: error: no such file")
+
+
+# --- an output that is the input, interrupted and concurrent writes -------------
+
+
+def _small_model(tmp_path):
+    path = tmp_path / "m.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.randn(20, 30), "fc.bias": torch.zeros(20)}, path)
+    return path
+
+
+@pytest.mark.parametrize("how", ["same name", "symlink", "hard link"])
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path, capsys,
+                                                                    how):  # fmt: skip
+    model = _small_model(tmp_path)
+    before = model.read_bytes()
+    out = model
+    if how == "symlink":
+        out = tmp_path / "alias.mlc"
+        out.symlink_to(model)
+    elif how == "hard link":
+        out = tmp_path / "twin.mlc"
+        out.hardlink_to(model)
+    assert main(["compress", str(model), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "is the input" in err and len(err.strip().splitlines()) == 1
+    assert model.read_bytes() == before
+    mlc = tmp_path / "m.mlc"
+    assert main(["compress", str(model), "-o", str(mlc), "--quiet"]) == 0
+    assert main(["decompress", str(mlc), "-o", str(mlc), "--quiet"]) == 1
+    assert load_compressed(mlc)["fc.weight"].shape == (20, 30)  # still the .mlc
+
+
+def test_two_writers_to_one_output_leave_one_complete_file(tmp_path):
+    model = _small_model(tmp_path)
+    out = tmp_path / "m.mlc"
+    cmd = [sys.executable, "-m", "mlcomp", "compress", str(model), "-o", str(out),
+           "--quiet", "--recipe", "lossless"]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    restored = load_compressed(out)  # every section's CRC checked
+    assert torch.equal(restored["fc.weight"], load_file(model)["fc.weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlc", "m.safetensors"]
+
+
+def test_a_writer_killed_midway_leaves_no_file_under_the_final_name(tmp_path):
+    target = tmp_path / "out.pt"
+    code = (
+        "import os, sys; from mlcomp.utils import atomic_open\n"
+        "with atomic_open(sys.argv[1]) as f:\n"
+        "    f.write(b'x' * 4096); f.flush(); os.kill(os.getpid(), 9)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(target)])
+    assert result.returncode == -9 and not target.exists()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert all(n.startswith(".out.pt.") and n.endswith(".tmp") for n in leftovers)
+    assert main(["inspect", str(target)]) == 1  # nothing there to be mistaken for it
+
+
+def test_decompress_to_pt_is_atomic_and_round_trips(tmp_path):
+    model = _small_model(tmp_path)
+    mlc, back = tmp_path / "m.mlc", tmp_path / "back.pt"
+    assert main(["compress", str(model), "-o", str(mlc), "--recipe", "lossless",
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["decompress", str(mlc), "-o", str(back), "--quiet"]) == 0
+    state = torch.load(back, weights_only=True)
+    assert torch.equal(state["fc.weight"], load_file(model)["fc.weight"])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert back.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file

@@ -652,6 +652,26 @@ def test_clean_table_refuses_what_it_cannot_use(table, tmp_path):
         outofcore.Schema(outliers=("user",))
 
 
+def test_clean_table_never_overwrites_its_input_or_foreign_files(table, tmp_path):
+    src = table / "table"
+    before = {p.name: p.read_bytes() for p in src.glob("*.parquet")}
+    for dst in (table, src, src / "clean"):  # contains, is, or lies inside the source
+        with pytest.raises(ValueError, match="neither contain nor lie inside"):
+            outofcore.clean_table(src, dst)
+    assert {p.name: p.read_bytes() for p in src.glob("*.parquet")} == before
+    foreign = tmp_path / "out" / "table"
+    foreign.mkdir(parents=True)
+    (foreign / "mine.parquet").write_bytes(b"a user's own file")
+    with pytest.raises(FileExistsError, match="did not write"):
+        outofcore.clean_table(src, tmp_path / "out")
+    assert (foreign / "mine.parquet").read_bytes() == b"a user's own file"
+    again = tmp_path / "again"
+    first = outofcore.clean_table(src, again)
+    second = outofcore.clean_table(src, again)  # its own earlier output is replaced
+    assert first.rows_out == second.rows_out
+    assert len(list((again / "table").glob("*.parquet"))) == len(before)
+
+
 def test_task_layers_show_the_tree_reduction():
     frame = dd.from_pandas(pd.DataFrame({"x": np.arange(80.0)}), npartitions=8)
     graph = outofcore.moments_graph(frame, ["x"], split_every=2)

@@ -53,6 +53,7 @@ from tqdm import tqdm
 from mlcomp.coding import huffman, rans
 from mlcomp.coding._format import CorruptFileError
 from mlcomp.coding.bits import pack_bits, unpack_bits
+from mlcomp.utils import atomic_open
 
 __all__ = ["TensorSpec", "save_compressed", "load_compressed", "inspect", "MAGIC"]
 
@@ -328,8 +329,9 @@ def save_compressed(
     two or more dimensions, i.e. the weights; biases, norms and buffers stay
     exact), a mapping from tensor names to specs (unnamed tensors stay
     exact), or a function ``(name, tensor) -> TensorSpec | None``. The file
-    is written to a temporary name and renamed, so a failed save never
-    leaves a half-written file behind. ``progress`` shows a bar over the
+    is written by :func:`mlcomp.utils.atomic_open` (a unique temporary file,
+    fsync, rename), so a failed or concurrent save never leaves a
+    half-written file behind. ``progress`` shows a bar over the
     tensors.
 
     >>> import tempfile, torch
@@ -377,13 +379,11 @@ def save_compressed(
         blobs.extend(sections.values())
     header = json.dumps({"tensors": entries}, separators=(",", ":")).encode()
     header = zlib.compress(header, 9)
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         f.write(MAGIC + bytes([VERSION]) + len(header).to_bytes(4, "little"))
         f.write(header + zlib.crc32(header).to_bytes(4, "little"))
         for blob in blobs:
             f.write(blob)
-    os.replace(tmp, path)
 
 
 def _read_header(data: bytes, path) -> tuple[list[dict], int]:

@@ -516,8 +516,11 @@ def clean_table(
 
     ``src`` holds ``*.parquet`` partitions. ``dst/table/`` receives the
     cleaned partitions (zstd), ``dst/quarantine/`` the rows that could not
-    be used, ``dst/report.json`` the :class:`CleanReport`. Outliers are values
-    outside ``[Q1 - k·IQR, Q3 + k·IQR]``, quartiles estimated from a
+    be used, ``dst/report.json`` the :class:`CleanReport`. ``dst`` must
+    neither contain nor lie inside ``src``, and Parquet files already in
+    ``dst`` are replaced only if an earlier run wrote them (otherwise
+    :class:`FileExistsError`): nothing the pipeline did not write is deleted.
+    Outliers are values outside ``[Q1 - k·IQR, Q3 + k·IQR]``, quartiles estimated from a
     ``sample_size``-row :class:`~mlcomp.data.HashSample`. With a Dask
     ``client`` the partitions are processed by its workers (which must see
     ``src`` and ``dst``); without one, one at a time in this process. The
@@ -539,10 +542,26 @@ def clean_table(
         )
     if not k > 0:
         raise ValueError(f"the fence multiplier k must be positive, got {k}")
+    s, d = src.resolve(), dst.resolve()
+    if d == s or d in s.parents or s in d.parents:
+        raise ValueError(
+            f"the destination {dst} must neither contain nor lie inside the source "
+            f"{src}: cleaning would overwrite its own input"
+        )
+    # an earlier run wrote this folder: its marker, or (older runs) its report
+    marker = dst / ".written-by-clean_table"
+    ours = marker.is_file() or (dst / "report.json").is_file()
     for sub in ("table", "quarantine"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
-        for old in (dst / sub).glob("*.parquet"):
+        stale = sorted((dst / sub).glob("*.parquet"))
+        if stale and not ours:
+            raise FileExistsError(
+                f"{dst / sub} holds Parquet files clean_table did not write "
+                f"({stale[0].name}, ...); choose an empty destination"
+            )
+        for old in stale:  # the output of an earlier run into this destination
             old.unlink()
+    marker.write_text("the output of mlcomp.data.outofcore.clean_table\n")
     # pass 1: validate, count, sample
     counts, sample = _counts(), HashSample(sample_size)
     values = np.zeros(len(schema.numeric), np.int64)
