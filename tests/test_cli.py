@@ -207,3 +207,21 @@ def test_decompress_to_pt_is_atomic_and_round_trips(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert back.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file
+
+
+def test_a_non_finite_weight_is_refused_with_its_tensor_named(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    weight = torch.randn(20, 30)
+    weight[3, 4] = float("nan")
+    model = tmp_path / "nan.safetensors"
+    save_file({"fc.weight": weight, "fc.bias": torch.zeros(20)}, model)
+    out = tmp_path / "nan.mlc"
+    assert main(["compress", str(model), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "'fc.weight' holds 1 NaN or infinite" in err and not out.exists()
+    assert main(["compress", str(model), "-o", str(out), "--recipe", "lossless",
+                 "--quiet"]) == 0  # fmt: skip
+    back = load_compressed(out)["fc.weight"]
+    assert torch.equal(back.isnan(), weight.isnan())
+    assert torch.equal(back.nan_to_num(), weight.nan_to_num())

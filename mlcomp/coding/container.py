@@ -365,6 +365,13 @@ def save_compressed(
         else:
             if not tensor.is_floating_point():
                 raise ValueError(f"tensor {name!r} ({dtype}) is not floating point")
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:  # a codebook or grid over them would destroy every other value
+                raise ValueError(
+                    f"tensor {name!r} holds {bad} NaN or infinite value(s), which a "
+                    "lossy representation cannot keep: fix the model, or store the "
+                    "tensor exactly (spec None; --recipe lossless on the command line)"
+                )
             entry, sections = _encode(tensor, s, name)
         entry |= {"name": name, "shape": list(tensor.shape), "dtype": dtype}
         if s is not None:  # decode what was encoded: the stated error is measured
