@@ -30,7 +30,7 @@ import torch
 import torchvision
 
 from mlcomp import coding, datasets, measure, pipeline, quant, zoo
-from mlcomp.prune_structured import shrink_channels
+from mlcomp.prune import shrink_channels
 
 
 def latency_table(workdir: str, batches: list[int], threads: int, rounds: int):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mlcomp import measure, prune, zoo
-from mlcomp.prune_structured import shrink_channels
+from mlcomp.prune import shrink_channels
 
 
 class CSRLinear(nn.Module):

@@ -1,24 +1,41 @@
 """mlcomp: the tested code behind the book "From Data to Theorems".
 
 One module per topic of the book; notebooks import them and only explain,
-call, measure and plot.
+call, measure and plot. Every name below is an attribute of ``mlcomp``,
+imported on first use.
 
-* :mod:`mlcomp.utils` — seeding, cache folders
+* :mod:`mlcomp.utils` — seeding, cache folders, safe writes, the validators
+  of ``bits`` and ``amount``
+* :mod:`mlcomp.layers` — ``filter_fn(module, name)``: which layers a verb
+  touches; replacing a submodule
+* :mod:`mlcomp.data` — one-pass, mergeable preprocessing and the
+  out-of-core cleaning pipeline (no PyTorch)
 * :mod:`mlcomp.datasets` — Fashion-MNIST, Shakespeare, Palmer penguins (offline)
 * :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants)
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
 * :mod:`mlcomp.measure` — parameters, bytes, MACs, latency
 * :mod:`mlcomp.zoo` — the reference models, trained here and cached
 * :mod:`mlcomp.coding` — entropy coders and the ``.mlc`` compressed-model file
-* :mod:`mlcomp.prune`, :mod:`mlcomp.prune_structured` — pruning
+* :mod:`mlcomp.prune` — pruning: masks, schedules, structured, storage
 * :mod:`mlcomp.quant` — quantization, simulated and real (ONNX Runtime int8)
 * :mod:`mlcomp.lowrank` — SVD and Tucker-2 factorization
 * :mod:`mlcomp.distill` — knowledge distillation (soft targets, hints)
+* :mod:`mlcomp.pipeline` — Deep Compression end to end
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
 * :mod:`mlcomp.numerics` — pinned numerics (the same digits on every x86-64 CPU)
 
+Naming: a verb with a trailing ``_`` (``magnitude_``, ``quantize_``,
+``kmeans_``, ``calibrate_``, ``factorize_``) changes the model in place and
+returns it; a training loop (``train.fit``, ``prune.gradual_prune``,
+``prune.iterative_prune``, ``distill.distill``, ``pipeline.share_weights``)
+trains the model it is given in place and returns what it measured.
+
 Importing :mod:`mlcomp` before ``torch`` pins PyTorch's CPU arithmetic
 (:mod:`mlcomp.numerics`; ``MLCOMP_NUMERICS=native`` turns that off).
+
+>>> import mlcomp
+>>> mlcomp.prune.magnitude_.__module__
+'mlcomp.prune.masks'
 """
 
 import importlib
@@ -28,7 +45,25 @@ from mlcomp import numerics as _numerics
 _numerics.pin()
 
 __version__ = "0.1.0"
-__all__ = ["datasets", "measure", "models", "train", "utils", "zoo", "__version__"]
+__all__ = [
+    "cli",
+    "coding",
+    "data",
+    "datasets",
+    "distill",
+    "layers",
+    "lowrank",
+    "measure",
+    "models",
+    "numerics",
+    "pipeline",
+    "prune",
+    "quant",
+    "train",
+    "utils",
+    "zoo",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mlcomp import numerics, zoo
+from mlcomp import numerics, utils, zoo
 from mlcomp.coding import CorruptFileError
 from mlcomp.utils import atomic_open
 
@@ -232,16 +232,18 @@ def _existing(path: str | os.PathLike) -> str | os.PathLike:
 
 def _fraction(text: str) -> float:
     value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text}")
+    try:
+        utils.count(value, 1)  # the package's one rule for an amount
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return value
 
 
 def _bits(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"must be in 1..16, got {text}")
-    return value
+    try:
+        return utils.check_bits(int(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

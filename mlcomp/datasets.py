@@ -133,6 +133,11 @@ class FashionMNIST(TensorDataset):
     Works with :class:`torch.utils.data.DataLoader` and, faster, with
     :func:`mlcomp.train.fit`, which slices the tensors directly. ``raw`` keeps
     the original uint8 pixels.
+
+    >>> import numpy as np
+    >>> ds = FashionMNIST(np.zeros((3, 28, 28), np.uint8), np.array([0, 1, 9]))
+    >>> ds.images.shape, ds.labels.tolist(), ds.classes[9]
+    (torch.Size([3, 1, 28, 28]), [0, 1, 9], 'Ankle boot')
     """
 
     classes = FASHION_MNIST_CLASSES
@@ -262,7 +267,12 @@ SHAKESPEARE_VAL = ("henry_v", "macbeth", "rape_of_lucrece", "twelfth_night")
 
 @dataclass(frozen=True)
 class Work:
-    """One work of the corpus: file stem, title, Project Gutenberg source, text."""
+    """One work of the corpus: file stem, title, Project Gutenberg source, text.
+
+    >>> macbeth = shakespeare_works("val")[1]
+    >>> macbeth.title, len(macbeth.text) > 90_000
+    ('Macbeth', True)
+    """
 
     name: str
     title: str

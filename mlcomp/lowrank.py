@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from mlcomp.layers import FilterFn, replace_module, select
 
 __all__ = [
     "truncated_svd",
@@ -137,16 +138,17 @@ def factorize_(
     model: nn.Module,
     rank: int | dict[str, int] | None = None,
     energy: float | None = None,
-    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    filter_fn: FilterFn | None = None,
 ) -> nn.Module:
     """Replace Linear layers of ``model`` by :class:`LowRankLinear`, in place.
 
     Give exactly one of ``rank`` (an int for every layer, or a dict from
     layer name to rank) and ``energy`` (each layer gets
     :func:`rank_for_energy` of its own singular values). Layers for which
-    ``filter_fn(name, module)`` is false, or that are absent from a ``rank``
-    dict, are kept. A layer whose factorization would not have fewer
-    parameters than the dense layer is kept too. Returns ``model``.
+    ``filter_fn(module, name)`` is false (:func:`mlcomp.layers.select`), or
+    that are absent from a ``rank`` dict, are kept. A layer whose
+    factorization would not have fewer parameters than the dense layer is
+    kept too. Returns ``model``.
 
     >>> from mlcomp.models import LeNet300100
     >>> net = factorize_(LeNet300100(), rank={"fc1": 32, "fc2": 16})
@@ -155,12 +157,7 @@ def factorize_(
     """
     if (rank is None) == (energy is None):
         raise ValueError("give exactly one of rank and energy")
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-        and (filter_fn is None or filter_fn(name, module))
-    ]
+    targets = list(select(model, filter_fn, (nn.Linear,)).items())
     if isinstance(rank, dict):
         unknown = set(rank) - {name for name, _ in targets}
         if unknown:
@@ -179,9 +176,7 @@ def factorize_(
             k = rank
         if k >= _break_even_rank(linear):
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LowRankLinear.from_linear(linear, k))
+        replace_module(model, name, LowRankLinear.from_linear(linear, k))
     return model
 
 

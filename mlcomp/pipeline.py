@@ -2,9 +2,9 @@
 
 The recipe composes the rest of the package:
 
-1. **Prune** with fine-tuning: :func:`mlcomp.prune.gradual_prune_` (the zoo
+1. **Prune** with fine-tuning: :func:`mlcomp.prune.gradual_prune` (the zoo
    caches the pruned reference models, e.g. ``lenet5-fashion-sparse94``).
-2. **Share weights**: :func:`share_weights_` clusters each layer's weights
+2. **Share weights**: :func:`share_weights` clusters each layer's weights
    into a k-means codebook (:func:`mlcomp.quant.kmeans_`; 8 bits for
    convolutions, 5 for fully connected layers by default), fine-tunes the
    centroids and bakes them into ordinary weights.
@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mlcomp import prune, quant, train
+from mlcomp import prune, quant, train, utils
 from mlcomp.coding import TensorSpec, inspect, save_compressed
 
 __all__ = [
     "STAGES",
     "layer_bits",
-    "share_weights_",
+    "share_weights",
     "deep_compression_spec",
     "file_report",
     "prune_state_dict",
@@ -59,7 +59,7 @@ def layer_bits(
     }
 
 
-def share_weights_(
+def share_weights(
     model: nn.Module,
     data,
     bits: int | Mapping[str, int],
@@ -67,7 +67,7 @@ def share_weights_(
     lr: float = 1e-4,
     **fit_kwargs,
 ) -> list[float]:
-    """k-means weight sharing with centroid fine-tuning, in place; returns the losses.
+    """k-means weight sharing with centroid fine-tuning; returns the losses.
 
     Replaces each layer's weights by ``2**bits`` shared values
     (:func:`mlcomp.quant.kmeans_`; pruned zeros stay zero and take one of the
@@ -76,11 +76,12 @@ def share_weights_(
     :func:`mlcomp.train.fit`, then makes the shared weights ordinary
     parameters again, so the model holds at most ``2**bits`` distinct values
     per layer and saves losslessly with a codebook spec. ``epochs=0`` skips
-    the fine-tuning.
+    the fine-tuning. Like :func:`mlcomp.train.fit`, it changes ``model`` in
+    place and returns the loss history (empty without fine-tuning).
 
     >>> X, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-    >>> _ = share_weights_(net, (X, y), bits=2, epochs=1, progress=False)
+    >>> _ = share_weights(net, (X, y), bits=2, epochs=1, progress=False)
     >>> net[0].weight.unique().numel() <= 4, isinstance(net[0].weight, nn.Parameter)
     (True, True)
     """
@@ -192,23 +193,24 @@ def file_report(
 
 
 def prune_state_dict(
-    state_dict: Mapping[str, torch.Tensor], amount: float
+    state_dict: Mapping[str, torch.Tensor], amount: float | int
 ) -> dict[str, torch.Tensor]:
     """A copy with the smallest-magnitude ``amount`` of each weight tensor set to zero.
 
     Weights are the floating tensors of two or more dimensions; everything
     else is copied unchanged. This is one-shot, per-tensor magnitude pruning
     without fine-tuning — what can be done to a state dict without data.
+    ``amount`` follows :func:`mlcomp.utils.count`: a fraction in [0, 1] or a
+    count of each tensor's entries.
 
     >>> state = {"w": torch.tensor([[0.1, -2.0], [0.5, -0.3]]), "b": torch.ones(2)}
     >>> prune_state_dict(state, 0.5)["w"].tolist()
     [[0.0, -2.0], [0.5, 0.0]]
     """
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(f"the pruned fraction must be in [0, 1), got {amount}")
+    utils.count(amount, max((t.numel() for t in state_dict.values()), default=0))
     out = {}
     for name, t in state_dict.items():
-        if _is_weight(t) and amount > 0:
+        if _is_weight(t) and utils.count(amount, t.numel(), f"entries of {name}"):
             t = t.masked_fill(~prune.magnitude_mask(t.float(), amount).bool(), 0)
         out[name] = t.clone()
     return out

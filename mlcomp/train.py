@@ -19,9 +19,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-__all__ = ["batches", "fit", "predict", "evaluate", "confusion_matrix", "scan_layers"]
+__all__ = [
+    "Data",
+    "BATCH_SIZE",
+    "batches",
+    "steps_per_epoch",
+    "fit",
+    "predict",
+    "evaluate",
+    "confusion_matrix",
+    "scan_layers",
+]
 
 Data = Dataset | tuple[torch.Tensor, torch.Tensor]
+"""What every ``data`` argument accepts: an ``(X, y)`` pair or a dataset."""
+
+BATCH_SIZE = 128
+"""The training batch size of :func:`fit` unless one is given."""
 
 
 def _tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -67,7 +81,14 @@ def batches(
             yield X[idx], y[idx]
 
 
-def _num_batches(data: Data, batch_size: int) -> int:
+def steps_per_epoch(data: Data, batch_size: int = BATCH_SIZE) -> int:
+    """Number of batches (optimizer steps) in one pass over ``data``.
+
+    >>> steps_per_epoch((torch.zeros(300, 2), torch.zeros(300)), 128)
+    3
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     return math.ceil(len(data[1] if isinstance(data, tuple) else data) / batch_size)
 
 
@@ -77,7 +98,7 @@ def fit(
     epochs: int,
     lr: float = 1e-3,
     *,
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     schedule: str = "cosine",
@@ -121,8 +142,8 @@ def fit(
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    steps_per_epoch = _num_batches(train_data, batch_size)
-    total = max(1, epochs * steps_per_epoch)
+    n_steps = steps_per_epoch(train_data, batch_size)
+    total = max(1, epochs * n_steps)
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -141,7 +162,7 @@ def fit(
         total_loss, seen = 0.0, 0
         bar = tqdm(
             batches(train_data, batch_size, shuffle=True, generator=generator),
-            total=steps_per_epoch,
+            total=n_steps,
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=not progress,
             leave=False,

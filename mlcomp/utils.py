@@ -16,9 +16,70 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import torch
 
-__all__ = ["set_seed", "cache_dir", "atomic_open"]
+__all__ = ["set_seed", "cache_dir", "atomic_open", "MAX_BITS", "check_bits", "count"]
+
+MAX_BITS = 16
+"""The widest code the book's quantizers, codebooks and index fields use."""
+
+
+def check_bits(bits, name: str = "bits", low: int = 1, high: int = MAX_BITS) -> int:
+    """``bits`` if it is an integer in ``low..high``; else one clear error.
+
+    The one validator of every bit width in the package (quantizers,
+    codebooks, index fields, ``TensorSpec``): a non-integer is a
+    ``TypeError``, an integer out of range a ``ValueError``.
+
+    >>> check_bits(4)
+    4
+    >>> check_bits(4.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: bits must be an integer in 1..16, got 4.5
+    >>> check_bits(0, "index_bits")
+    Traceback (most recent call last):
+    ...
+    ValueError: index_bits must be an integer in 1..16, got 0
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer in {low}..{high}, got {bits!r}")
+    if not low <= bits <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {bits}")
+    return int(bits)
+
+
+def count(amount, total: int, what: str = "entries") -> int:
+    """How many of ``total`` items ``amount`` names: the one rule for ``amount``.
+
+    As in :mod:`torch.nn.utils.prune`: an int is a count in ``[0, total]``, a
+    float a fraction in ``[0, 1]`` of ``total`` (rounded half to even, as
+    torch rounds it). Every verb that takes an ``amount`` (pruning masks,
+    ``shrink_channels``, ``prune_state_dict``) reads it with this function.
+
+    >>> count(0.25, 10), count(3, 10)
+    (2, 3)
+    >>> count(1.5, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: amount=1.5 is not a fraction in [0, 1] (or a count of the 10 entries)
+    """
+    if isinstance(amount, bool) or not isinstance(amount, (int, float, np.number)):
+        raise TypeError(
+            f"amount must be a fraction in [0, 1] (float) or a count (int), "
+            f"got {amount!r}"
+        )
+    if isinstance(amount, (int, np.integer)):
+        if not 0 <= amount <= total:
+            raise ValueError(
+                f"amount={amount} is not a count in [0, {total}] of the {what}"
+            )
+        return int(amount)
+    if not 0.0 <= amount <= 1.0:
+        raise ValueError(
+            f"amount={amount} is not a fraction in [0, 1] "
+            f"(or a count of the {total} {what})"
+        )
+    return round(amount * total)
 
 
 @contextlib.contextmanager
@@ -70,11 +131,14 @@ def set_seed(seed: int = 0, deterministic: bool = True) -> None:
     algorithms (an op without a deterministic implementation raises instead of
     silently varying from run to run).
 
+    >>> import torch
     >>> set_seed(0); a = torch.rand(3)
     >>> set_seed(0); b = torch.rand(3)
     >>> bool(torch.equal(a, b))
     True
     """
+    import torch  # here: the validators above serve torch-free code too
+
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed < 2**32:

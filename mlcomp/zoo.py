@@ -61,7 +61,11 @@ SEED_VARIABLE = "MLCOMP_ZOO_SEED"
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that determines a reference model's weights."""
+    """Everything that determines a reference model's weights.
+
+    >>> RECIPES["lenet5-fashion"].model
+    'lenet5'
+    """
 
     model: str
     epochs: int
@@ -100,10 +104,14 @@ class PruneRecipe:
     """A sparse model: a zoo model pruned gradually while fine-tuning.
 
     Starts from the zoo model ``base`` and runs
-    :func:`mlcomp.prune.gradual_prune_` to ``sparsity``; the masks are made
+    :func:`mlcomp.prune.gradual_prune` to ``sparsity``; the masks are made
     permanent, so the cached weights simply contain the zeros. A sparse
     ``base`` (itself a ``PruneRecipe``) continues from its own sparsity, so a
     sparser model can be had for a few more epochs.
+
+    >>> r = RECIPES["lenet5-fashion-sparse90"]
+    >>> r.base, r.sparsity, r.model
+    ('lenet5-fashion', 0.9, 'lenet5')
     """
 
     base: str
@@ -249,7 +257,7 @@ def _train_pruned(
     torch.set_num_threads(recipe.threads)
     start = time.perf_counter()
     try:
-        prune.gradual_prune_(
+        prune.gradual_prune(
             net, datasets.fashion_mnist("train"), recipe.sparsity, recipe.epochs,
             recipe.lr, initial=initial, prune_epochs=recipe.prune_epochs,
             every=recipe.every,

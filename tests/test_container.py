@@ -11,8 +11,8 @@ from mlcomp.coding import (
     load_compressed,
     save_compressed,
 )
-from mlcomp.coding.container import _relative_gaps, kmeans_1d
 from mlcomp.models import LeNet5
+from mlcomp.quant import kmeans_1d
 
 
 def lenet5_state(sparsity=0.0):
@@ -57,14 +57,6 @@ def test_sparse_float32_storage_is_exact_and_smaller(tmp_path, sparsity, coder):
     dense_path = tmp_path / "dense.mlc"
     save_compressed(state, dense_path)
     assert path.stat().st_size < 0.3 * dense_path.stat().st_size
-
-
-def test_relative_gaps_match_the_pruning_chapter_reference():
-    rng = np.random.default_rng(0)
-    for bits in (2, 3, 5):
-        mask = rng.random(5000) < rng.choice([0.01, 0.1, 0.5])
-        ref, _ = prune.relative_indices(torch.from_numpy(mask), bits)
-        assert np.array_equal(_relative_gaps(np.flatnonzero(mask), bits), ref)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

@@ -17,10 +17,17 @@ MODULES = [
     if not m.name.rsplit(".", 1)[-1].startswith("_")
 ]
 PUBLIC = [
-    (module.__name__, name, getattr(module, name))
+    (module.__name__, name, obj)
     for module in MODULES
     for name in module.__all__
-    if inspect.isfunction(getattr(module, name))
+    if (obj := getattr(module, name)) is not None
+    and getattr(obj, "__module__", None) == module.__name__  # its home, once
+    and (
+        inspect.isfunction(obj)
+        # classes too; an exception or warning class is documented by the
+        # functions that raise it
+        or (inspect.isclass(obj) and not issubclass(obj, BaseException))
+    )
 ]
 
 
@@ -32,6 +39,6 @@ def test_module_has_a_docstring(module):
 @pytest.mark.parametrize(
     "module_name, name, obj", PUBLIC, ids=[f"{m}.{n}" for m, n, _ in PUBLIC]
 )
-def test_public_function_has_a_runnable_example(module_name, name, obj):
+def test_public_function_and_class_has_a_runnable_example(module_name, name, obj):
     doc = inspect.getdoc(obj) or ""
     assert ">>>" in doc, f"{module_name}.{name} has no example in its docstring"

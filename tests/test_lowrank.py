@@ -96,7 +96,7 @@ def test_factorize_by_rank_energy_and_filter():
 
     net = LeNet300100()
     sigma = torch.linalg.svdvals(net.fc2.weight.detach().double())
-    factorize_(net, energy=0.5, filter_fn=lambda name, m: name == "fc2")
+    factorize_(net, energy=0.5, filter_fn=lambda m, name: name == "fc2")
     assert isinstance(net.fc2, LowRankLinear) and isinstance(net.fc1, nn.Linear)
     assert net.fc2.rank == rank_for_energy(sigma, 0.5)
 

@@ -20,7 +20,7 @@ def test_shared_model_saves_and_reloads_with_identical_predictions(tmp_path):
     net = zoo.pretrained("lenet300-fashion-sparse93", progress=False)
     train_set = datasets.fashion_mnist("train")
     subset = (train_set.images[:2048], train_set.labels[:2048])
-    pipeline.share_weights_(net, subset, pipeline.layer_bits(net), epochs=1,
+    pipeline.share_weights(net, subset, pipeline.layer_bits(net), epochs=1,
                             progress=False)  # fmt: skip
     for name, layer in prune.prunable(net).items():
         assert layer.weight.unique().numel() <= 32, name  # zero included
@@ -41,7 +41,7 @@ def test_centroid_fine_tuning_keeps_zeros_and_the_codebook_size():
     zeros = {n: m.weight == 0 for n, m in prune.prunable(net).items()}
     X, y = torch.randn(256, 1, 28, 28), torch.randint(0, 10, (256,))
     before = copy.deepcopy(net)
-    pipeline.share_weights_(net, (X, y), {"conv1": 8, "conv2": 8, "fc1": 3, "fc2": 3},
+    pipeline.share_weights(net, (X, y), {"conv1": 8, "conv2": 8, "fc1": 3, "fc2": 3},
                             epochs=2, lr=1e-2, progress=False)  # fmt: skip
     for name, layer in prune.prunable(net).items():
         assert torch.equal(layer.weight == 0, zeros[name]), name
@@ -49,12 +49,12 @@ def test_centroid_fine_tuning_keeps_zeros_and_the_codebook_size():
     assert net.fc1.weight.unique().numel() <= 8
     assert not torch.equal(net.fc1.bias, before.fc1.bias)  # biases trained too
     with pytest.raises(ValueError, match="epochs"):
-        pipeline.share_weights_(before, (X, y), 4, epochs=-1)
+        pipeline.share_weights(before, (X, y), 4, epochs=-1)
 
 
 def test_each_stage_is_smaller_and_the_account_closes(tmp_path):
     net = sparse_lenet5()
-    pipeline.share_weights_(net, None, pipeline.layer_bits(net), epochs=0)
+    pipeline.share_weights(net, None, pipeline.layer_bits(net), epochs=0)
     state = net.state_dict()
     files = {}
     for stage in pipeline.STAGES:
@@ -88,7 +88,7 @@ def test_spec_choices_and_errors():
     assert spec("steps", torch.zeros(3, 3, dtype=torch.long)) is None
     with pytest.raises(ValueError, match="stage must be one of"):
         pipeline.deep_compression_spec("P+H")
-    with pytest.raises(ValueError, match="bits must be in 1..16"):
+    with pytest.raises(ValueError, match=r"bits must be an integer in 1\.\.16"):
         pipeline.deep_compression_spec(fc_bits=0)
 
 
@@ -106,8 +106,12 @@ def test_prune_state_dict_per_tensor():
         assert out[name][kept].abs().min() >= state[name][~kept].abs().max()
     assert torch.equal(out["c"], state["c"])
     assert not (state["a"] == 0).any()  # the input is not changed
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        pipeline.prune_state_dict(state, 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pipeline.prune_state_dict(state, 1.5)
+    counted = pipeline.prune_state_dict(state, 270)  # an int: entries per tensor
+    assert int((counted["b"] == 0).sum()) == 270 and int((counted["a"] == 0).sum()) == 270
+    with pytest.raises(ValueError, match="count in"):
+        pipeline.prune_state_dict(state, 1000)  # more than "b" has
 
 
 def test_compress_state_dict_bounds_its_error(tmp_path):

@@ -116,7 +116,7 @@ def data(n=64, seed=0):
 def test_taylor_scores_match_autograd_by_hand():
     net = seeded(LeNet300100)
     X, y = data()
-    scores = prune.taylor_scores(net, batches((X, y), 32), batches=2)
+    scores = prune.taylor_scores(net, (X, y), n_batches=2, batch_size=32)
     grads = []
     for xb, yb in batches((X, y), 32):
         net.zero_grad()
@@ -129,22 +129,33 @@ def test_taylor_scores_match_autograd_by_hand():
 def test_snip_scores_are_normalized_taylor_on_one_batch():
     net = seeded(LeNet300100)
     X, y = data()
-    snip = prune.snip_scores(net, batches((X, y), 64))
-    taylor = prune.taylor_scores(net, batches((X, y), 64), batches=1)
+    snip = prune.snip_scores(net, (X, y), batch_size=64)
+    taylor = prune.taylor_scores(net, (X, y), n_batches=1, batch_size=64)
     total = sum(float(t.sum()) for t in taylor.values())
     for name in snip:
         torch.testing.assert_close(snip[name], taylor[name] / total)
 
 
-def test_sensitivity_scan_leaves_model_alone_and_is_monotone_at_extremes():
+def test_sensitivity_leaves_model_alone_and_equals_pruning_by_hand():
     net = seeded(LeNet300100)
     X, y = data(256)
     before = copy.deepcopy(net.state_dict())
-    scan = prune.sensitivity_scan(net, (X, y), [0.0, 1.0])
+    scan = prune.sensitivity(net, (X, y), [0.0, 0.7, 1.0])
     assert set(scan) == {"fc1", "fc2", "fc3"}
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     dense = evaluate(net, (X, y))
-    assert all(scan[layer][0.0] == dense for layer in scan)
+    for layer in scan:
+        assert scan[layer][0.0] == dense
+        for amount in (0.7, 1.0):  # torch prunes the same layer the same way
+            ref = copy.deepcopy(net)
+            torch_prune.l1_unstructured(ref.get_submodule(layer), "weight", amount)
+            assert scan[layer][amount] == evaluate(ref, (X, y)), (layer, amount)
+    # a whole layer of zeros: the logits no longer depend on the input
+    zeroed = copy.deepcopy(net)
+    with torch.no_grad():
+        zeroed.fc3.weight.zero_()
+    assert scan["fc3"][1.0] == evaluate(zeroed, (X, y))
+    assert scan["fc3"][1.0] == (y == zeroed(X[:1]).argmax()).float().mean().item()
 
 
 def test_agp_schedule_matches_zhu_gupta_formula():
@@ -223,13 +234,13 @@ def test_gradual_prune_reaches_target_and_follows_the_schedule():
         seen.append(amount)
         return original(model, amount, *args, **kwargs)
 
-    prune.magnitude_ = spy
+    prune.schedules.magnitude_ = spy  # the name gradual_prune calls
     try:
-        prune.gradual_prune_(
+        prune.gradual_prune(
             net, (X, y), 0.9, epochs=3, every=2, batch_size=64, progress=False
         )
     finally:
-        prune.magnitude_ = original
+        prune.schedules.magnitude_ = original
     assert prune.sparsity(net)["total"] == pytest.approx(0.9, abs=1e-4)
     assert seen[0] == 0.0 and seen[-1] == 0.9 and seen == sorted(seen)
     schedule = prune.agp_schedule(0.0, 0.9, 0, 16, 2)  # 8 steps/epoch, 2 epochs pruning
@@ -260,9 +271,9 @@ def test_iterative_prune_without_training_matches_torch_iterated_global(monkeypa
     # No training and rewinding to the same weights: every round ranks the same
     # magnitudes, so the masks must equal torch's global_unstructured applied
     # three times with amount=0.5 (torch counts the amount among survivors).
-    monkeypatch.setattr(prune.train, "fit", _no_training)
+    monkeypatch.setattr(prune.schedules.train, "fit", _no_training)
     ours, ref = seeded(LeNet300100), seeded(LeNet300100)
-    levels = prune.iterative_prune_(ours, None, 0.875, rounds=3, epochs=1)
+    levels = prune.iterative_prune(ours, None, 0.875, rounds=3, epochs=1)
     assert levels == pytest.approx([0.0, 0.5, 0.75, 0.875])
     params = [(m, "weight") for m in prune.prunable(ref).values()]
     for _ in range(3):
@@ -275,19 +286,19 @@ def test_iterative_prune_without_training_matches_torch_iterated_global(monkeypa
 
 def test_iterative_prune_rewinds_before_every_training_and_nests_masks(monkeypatch):
     seen = []
-    real_fit = prune.train.fit
+    real_fit = prune.schedules.train.fit
 
     def recording_fit(model, data, epochs, lr, **kwargs):
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
         return real_fit(model, data, epochs, lr, **kwargs)
 
-    monkeypatch.setattr(prune.train, "fit", recording_fit)
+    monkeypatch.setattr(prune.schedules.train, "fit", recording_fit)
     torch.manual_seed(0)
     X, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
     net = seeded(LeNet300100)
     theta0 = {k: v.clone() for k, v in net.state_dict().items()}
     masks = []
-    levels = prune.iterative_prune_(
+    levels = prune.iterative_prune(
         net, (X, y), 0.9, rounds=2, epochs=1, batch_size=32, progress=False,
         on_round=lambda s, m: masks.append(m.fc1.weight.detach() != 0),
     )  # fmt: skip
@@ -309,24 +320,24 @@ def test_iterative_prune_can_start_from_an_already_trained_model():
     fresh = seeded(LeNet300100)
     theta0 = {k: v.clone() for k, v in fresh.state_dict().items()}
     trained = copy.deepcopy(fresh)
-    prune.train.fit(trained, (X, y), 1, 1e-3, **kwargs)
-    prune.iterative_prune_(fresh, (X, y), 0.9, rounds=2, epochs=1, **kwargs)
-    prune.iterative_prune_(trained, (X, y), 0.9, rounds=2, epochs=1,
+    prune.schedules.train.fit(trained, (X, y), 1, 1e-3, **kwargs)
+    prune.iterative_prune(fresh, (X, y), 0.9, rounds=2, epochs=1, **kwargs)
+    prune.iterative_prune(trained, (X, y), 0.9, rounds=2, epochs=1,
                            rewind_state=theta0, trained=True, **kwargs)  # fmt: skip
     for (name, a), b in zip(fresh.state_dict().items(), trained.state_dict().values(),
                             strict=True):  # fmt: skip
         assert torch.equal(a, b), name  # skipping the first training changes nothing
     with pytest.raises(ValueError, match="rewind_state"):
-        prune.iterative_prune_(seeded(LeNet300100), None, 0.9, rounds=1, epochs=1,
+        prune.iterative_prune(seeded(LeNet300100), None, 0.9, rounds=1, epochs=1,
                                trained=True)  # fmt: skip
 
 
 def test_iterative_prune_validates_arguments():
     net = seeded(LeNet300100)
     with pytest.raises(ValueError, match="rounds"):
-        prune.iterative_prune_(net, None, 0.9, rounds=0, epochs=1)
+        prune.iterative_prune(net, None, 0.9, rounds=0, epochs=1)
     with pytest.raises(ValueError, match="final sparsity"):
-        prune.iterative_prune_(net, None, 1.0, rounds=2, epochs=1)
+        prune.iterative_prune(net, None, 1.0, rounds=2, epochs=1)
     prune.magnitude_(net, 0.5)
     with pytest.raises(ValueError, match="sparsity on entry is 0.5"):
-        prune.iterative_prune_(net, None, 0.4, rounds=2, epochs=1)
+        prune.iterative_prune(net, None, 0.4, rounds=2, epochs=1)

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from mlcomp.layers import NoLayerError
 from mlcomp.measure import count_params, macs
 from mlcomp.models import LeNet5, TutorialCNN
-from mlcomp.prune_structured import UnsupportedModelError, filter_norms, shrink_channels
+from mlcomp.prune import UnsupportedModelError, filter_norms, shrink_channels
 
 X = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
@@ -76,8 +77,12 @@ def test_sequential_with_batchnorm_and_nn_flatten():
 
 
 def test_filter_fn_limits_which_convs_shrink():
-    small = shrink_channels(TutorialCNN(), 0.5, X[:1], filter_fn=lambda n, c: False)
-    assert small.conv.out_channels == 32
+    net = LeNet5()
+    small = shrink_channels(net, 0.5, torch.zeros(1, 1, 28, 28),
+                            filter_fn=lambda m, name: name == "conv2")  # fmt: skip
+    assert small.conv1.out_channels == 20 and small.conv2.out_channels == 25
+    with pytest.raises(NoLayerError, match="filter_fn matched none"):
+        shrink_channels(net, 0.5, torch.zeros(1, 1, 28, 28), filter_fn=lambda m, n: 0)
     small = shrink_channels(TutorialCNN(), 0.5, X[:1])
     assert small.conv.out_channels == 16 and small.fc1.in_features == 16 * 13 * 13
 
@@ -121,7 +126,15 @@ def test_unsupported_structures_are_refused(model, match):
 
 def test_bad_amount_and_norm():
     with pytest.raises(ValueError, match="amount"):
-        shrink_channels(LeNet5(), 1.0, X[:1])
+        shrink_channels(LeNet5(), 1.5, X[:1])
+    with pytest.raises(ValueError, match="amount"):
+        shrink_channels(LeNet5(), 21, X[:1])  # conv1 has 20 filters
+    with pytest.raises(TypeError, match="amount"):
+        shrink_channels(LeNet5(), "half", X[:1])
+    smallest = shrink_channels(LeNet5(), 1.0, X[:1])  # one filter is always kept
+    assert smallest.conv1.out_channels == smallest.conv2.out_channels == 1
+    by_count = shrink_channels(LeNet5(), 10, X[:1])  # an int drops that many
+    assert by_count.conv1.out_channels == 10 and by_count.conv2.out_channels == 40
     with pytest.raises(ValueError, match="norm"):
         filter_norms(nn.Conv2d(1, 2, 3), "l0")
 

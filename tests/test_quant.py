@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from mlcomp import quant
+from mlcomp.layers import NoLayerError
 from mlcomp.quant import core
+from mlcomp.train import evaluate
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -30,11 +32,11 @@ def randn(*shape, scale=1.0):
 def test_qrange_and_validation():
     assert quant.qrange(4, "affine") == (0, 15)
     assert quant.qrange(4, "symmetric") == (-8, 7)
-    with pytest.raises(ValueError, match="bits must lie in 2..16"):
+    with pytest.raises(ValueError, match=r"must be an integer in 2\.\.16"):
         quant.qrange(1, "symmetric")
-    with pytest.raises(ValueError, match="bits must lie"):
+    with pytest.raises(ValueError, match="must be an integer in"):
         quant.qrange(17)
-    with pytest.raises(TypeError, match="bits must be an int"):
+    with pytest.raises(TypeError, match="must be an integer"):
         quant.qrange(8.0)
     with pytest.raises(ValueError, match="scheme must be one of"):
         quant.qrange(8, "asymmetric")
@@ -282,7 +284,7 @@ def test_kmeans_refuses_layers_already_transformed():
     prune.magnitude_(net, 0.5)
     with pytest.raises(ValueError, match="prune.remove_"):
         quant.kmeans_(net, 4)
-    with pytest.raises(ValueError, match="bits for layer"):
+    with pytest.raises(ValueError, match="bits of layer"):
         quant.kmeans_(nn.Sequential(nn.Linear(4, 4)), 0)
 
 
@@ -296,9 +298,9 @@ def test_quant_config_validates_itself():
         quant.QuantConfig(granularity="per_group")
     with pytest.raises(ValueError, match="binary scheme needs weight_bits=1"):
         quant.QuantConfig(weight_bits=8, weight_scheme="binary")
-    with pytest.raises(ValueError, match="bits must lie"):
+    with pytest.raises(ValueError, match="must be an integer in"):
         quant.QuantConfig(weight_bits=0)
-    with pytest.raises(ValueError, match="bits must lie"):
+    with pytest.raises(ValueError, match="must be an integer in"):
         quant.QuantConfig(activation_bits=33)
     with pytest.raises(ValueError, match="nothing to quantize"):
         quant.QuantConfig(weight_bits=None)
@@ -323,18 +325,27 @@ def test_quantize_sets_per_channel_grids_and_trains_the_shadow_weights():
     assert original.grad is not None and original.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="already quantized"):
         quant.quantize_(net, quant.QuantConfig())
-    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+    with pytest.raises(NoLayerError, match="no Linear or Conv2d"):
         quant.quantize_(nn.Sequential(nn.ReLU()), quant.QuantConfig())
     with pytest.raises(TypeError, match="QuantConfig"):
         quant.quantize_(net, {"weight_bits": 8})
 
 
 def test_binary_and_ternary_configs_project_the_weights():
-    for scheme, bits, values in (("binary", 1, 2), ("ternary", 2, 3)):
-        net = nn.Sequential(nn.Linear(50, 4))
-        quant.quantize_(net, quant.QuantConfig(weight_bits=bits, weight_scheme=scheme))
-        for row in net[0].weight.detach():
-            assert row.unique().numel() <= values
+    for scheme, bits, project in (
+        ("binary", 1, quant.binarize),
+        ("ternary", 2, quant.ternarize),
+    ):
+        for granularity, axis in (("per_channel", 0), ("per_tensor", None)):
+            net = nn.Sequential(nn.Linear(50, 4))
+            w = net[0].weight.detach().clone()
+            config = quant.QuantConfig(
+                weight_bits=bits, weight_scheme=scheme, granularity=granularity
+            )
+            quant.quantize_(net, config)
+            expected = project(w, axis=axis)
+            assert torch.equal(net[0].weight.detach(), expected), (scheme, axis)
+            assert bool((expected != 0).any())  # not an all-zero weight
 
 
 def test_activation_ranges_follow_a_moving_average_then_freeze():
@@ -356,8 +367,9 @@ def test_calibrate_uses_the_requested_observer():
         weight_bits=None, activation_bits=4, activation_observer="mse"
     )
     quant.quantize_(net, cfg)
+    torch.manual_seed(0)
     x = torch.distributions.StudentT(2.0).sample((8, 1000))
-    quant.calibrate(net, (x, torch.zeros(8)), batches=1)
+    quant.calibrate_(net, (x, torch.zeros(8)), n_batches=1)
     q = net[1].input_quantizer
 
     def error(lo, hi):
@@ -369,10 +381,10 @@ def test_calibrate_uses_the_requested_observer():
     lo, hi = quant.observe_range(x.flatten(), 4, "affine", observer="mse")
     assert error(q.lo, q.hi) == pytest.approx(error(lo, hi), rel=0.05)
     assert error(q.lo, q.hi) < 0.9 * error(x.min(), x.max())
-    quant.calibrate(net, (x, torch.zeros(8)), batches=1, observer="minmax")
+    quant.calibrate_(net, (x, torch.zeros(8)), n_batches=1, observer="minmax")
     assert float(q.hi) == float(x.max()) and float(q.lo) == float(x.min())
     with pytest.raises(ValueError, match="no activation quantizers"):
-        quant.calibrate(nn.Linear(2, 2), (x, torch.zeros(8)))
+        quant.calibrate_(nn.Linear(2, 2), (x, torch.zeros(8)))
 
 
 def test_qat_recovers_accuracy_on_a_toy_problem():
@@ -386,7 +398,7 @@ def test_qat_recovers_accuracy_on_a_toy_problem():
     fp32 = train.evaluate(net, (X, y))
     cfg = quant.QuantConfig(weight_bits=2, activation_bits=4)
     quant.quantize_(net, cfg)
-    quant.calibrate(net, (X, y))
+    quant.calibrate_(net, (X, y))
     ptq = train.evaluate(net, (X, y))
     train.fit(net, (X, y), epochs=10, lr=5e-3, progress=False)
     qat = train.evaluate(net, (X, y))
@@ -415,6 +427,13 @@ def test_sensitivity_leaves_the_model_untouched():
         list(r) == [2, 8] for r in result.values()
     )
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    for layer in result:  # each entry: that layer alone, fake-quantized by hand
+        for b in (2, 8):
+            trial = copy.deepcopy(net)
+            with torch.no_grad():
+                w = trial.get_submodule(layer).weight
+                w.copy_(core.fake_quantize(w, b, "symmetric", axis=0))
+            assert result[layer][b] == evaluate(trial, (X, y)), (layer, b)
 
 
 # --- bit allocation ------------------------------------------------------------
@@ -446,17 +465,6 @@ def test_allocate_bits_reports_an_impossible_budget():
         quant.allocate_bits({"a": {4: 0.0}}, {"a": 10}, budget=39)
     with pytest.raises(ValueError, match="different layers"):
         quant.allocate_bits({"a": {4: 0.0}}, {"b": 10}, budget=100)
-
-
-def test_pack_bits_is_shared_with_coding():
-    from mlcomp.coding import bits
-
-    assert quant.pack_bits is bits.pack_bits and quant.unpack_bits is bits.unpack_bits
-    for width in range(1, 17):
-        values = torch.randint(0, 1 << width, (37,), generator=GEN).numpy()
-        data = quant.pack_bits(values, width)
-        assert len(data) == math.ceil(37 * width / 8)
-        assert np.array_equal(quant.unpack_bits(data, width, 37), values)
 
 
 # --- real int8 with ONNX Runtime -----------------------------------------------
@@ -550,8 +558,19 @@ def test_runtime_errors_are_clear(onnx_pair, tmp_path):
         quant.quantize_onnx(tmp_path / "missing.onnx", tmp_path / "q.onnx")
 
 
-def test_core_module_lists_its_observers():
-    assert core.OBSERVERS == ("minmax", "percentile", "mse", "entropy")
+def test_every_listed_observer_is_served_and_others_are_refused():
+    x = torch.cat([randn(2000), torch.tensor([40.0])])
+    ranges = {}
+    for observer in core.OBSERVERS:
+        lo, hi = core.observe_range(x, bits=4, observer=observer)
+        assert float(lo[0]) <= 0 < float(hi[0]) <= 40.0, observer
+        quant.QuantConfig(weight_observer=observer, activation_observer=observer)
+        ranges[observer] = float(hi[0])
+    assert ranges["minmax"] == 40.0 and ranges["mse"] < 40.0  # mse clips the outlier
+    with pytest.raises(ValueError, match="observer must be one of"):
+        core.observe_range(x, observer="max")
+    with pytest.raises(ValueError, match="weight_observer must be one of"):
+        quant.QuantConfig(weight_observer="max")
 
 
 def test_capture_inputs_sees_what_each_layer_gets():

@@ -70,7 +70,18 @@ def _check_cdf(cdf, symbol: int | None = None) -> tuple[int, int, int]:
 
 
 class ArithmeticEncoder:
-    """Encode symbols one at a time, each with its own cumulative frequencies."""
+    """Encode symbols one at a time, each with its own cumulative frequencies.
+
+    The streaming interface, for models that change from symbol to symbol
+    (a language model's next-symbol distribution, say).
+
+    >>> enc = ArithmeticEncoder()
+    >>> for s in [0, 2, 2, 1]:
+    ...     enc.encode(s, [0, 5, 6, 10])  # P = 5/10, 1/10, 4/10
+    >>> dec = ArithmeticDecoder(enc.finish())
+    >>> [dec.decode([0, 5, 6, 10]) for _ in range(4)]
+    [0, 2, 2, 1]
+    """
 
     def __init__(self) -> None:
         self._low, self._high, self._pending = 0, _TOP, 0
@@ -122,6 +133,10 @@ class ArithmeticDecoder:
     Reading more than 32 bits beyond the end of ``data`` means the caller
     asked for more symbols than were encoded, or the data was truncated; that
     raises :class:`~mlcomp.coding.CorruptFileError`.
+
+    >>> enc = ArithmeticEncoder(); enc.encode(1, [0, 1, 2])
+    >>> ArithmeticDecoder(enc.finish()).decode([0, 1, 2])
+    1
     """
 
     def __init__(self, data: bytes) -> None:

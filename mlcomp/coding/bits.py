@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlcomp.coding._format import CorruptFileError
+from mlcomp.utils import check_bits
 
 __all__ = ["pack_bits", "unpack_bits", "MAX_BITS"]
 
@@ -16,8 +17,7 @@ MAX_BITS = 32
 
 
 def _check_bits(bits: int) -> None:
-    if not isinstance(bits, int | np.integer) or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
+    check_bits(bits, high=MAX_BITS)  # wider than a quantizer's: index fields too
 
 
 def pack_bits(values, bits: int) -> bytes:

@@ -53,7 +53,10 @@ from tqdm import tqdm
 from mlcomp.coding import huffman, rans
 from mlcomp.coding._format import CorruptFileError
 from mlcomp.coding.bits import pack_bits, unpack_bits
-from mlcomp.utils import atomic_open
+from mlcomp.prune.storage import relative_gaps
+from mlcomp.quant import core as quant_core
+from mlcomp.quant.kmeans import kmeans_1d, nearest_centroid
+from mlcomp.utils import atomic_open, check_bits
 
 __all__ = ["TensorSpec", "save_compressed", "load_compressed", "inspect", "MAGIC"]
 
@@ -76,7 +79,7 @@ class TensorSpec:
     >>> TensorSpec(values="uniform", bits=20)
     Traceback (most recent call last):
     ...
-    ValueError: bits must be in 1..16 for uniform values, got 20
+    ValueError: bits must be an integer in 1..16, got 20
     """
 
     values: str = "float32"  # float32 | float16 | uniform | codebook
@@ -97,12 +100,8 @@ class TensorSpec:
                 raise ValueError(
                     f"{field} must be one of {allowed}, got {getattr(self, field)!r}"
                 )
-        if self.values in ("uniform", "codebook") and not 1 <= self.bits <= 16:
-            raise ValueError(
-                f"bits must be in 1..16 for {self.values} values, got {self.bits}"
-            )
-        if not 1 <= self.index_bits <= 16:
-            raise ValueError(f"index_bits must be in 1..16, got {self.index_bits}")
+        check_bits(self.bits)
+        check_bits(self.index_bits, "index_bits")
 
 
 SpecLike = (
@@ -151,48 +150,22 @@ def _decode_ints(data: bytes, bits: int, coder: str, count: int) -> np.ndarray:
 
 
 def _uniform(x: np.ndarray, rows: np.ndarray, n_rows: int, bits: int):
-    """Affine ``bits``-bit codes per row; each row's range contains 0, so 0 is exact."""
-    levels = (1 << bits) - 1
+    """Affine ``bits``-bit codes per row (:mod:`mlcomp.quant.core`'s quantizer).
+
+    The stored entries of a sparse tensor do not form a rectangle, so each
+    row's min-max range is taken here; the range contains 0, so 0 is exact.
+    """
     lo, hi = np.zeros(n_rows), np.zeros(n_rows)
     np.minimum.at(lo, rows, x)
     np.maximum.at(hi, rows, x)
-    scale = np.where(hi > lo, (hi - lo) / levels, 1.0)
-    zero = np.clip(np.round(-lo / scale), 0, levels)
-    codes = np.clip(np.round(x / scale[rows]) + zero[rows], 0, levels)
-    return codes.astype(np.int64), scale, zero.astype(np.int64)
-
-
-def kmeans_1d(x: np.ndarray, k: int, iters: int = 100) -> np.ndarray:
-    """Sorted centroids of ``x`` by Lloyd's algorithm, started evenly over [min, max].
-
-    Deep Compression's linear initialization: unlike random or density-based
-    starts it keeps centroids on the rare large weights. With at most ``k``
-    distinct values the codebook is exact.
-
-    >>> kmeans_1d(np.array([0.0, 0.1, 0.9, 1.0, 1.1]), 2)
-    array([0.05, 1.  ])
-    """
-    xs = np.sort(np.asarray(x, dtype=np.float64).ravel())
-    unique = np.unique(xs)
-    if unique.size <= k:
-        return unique
-    centroids = np.linspace(xs[0], xs[-1], k)
-    prefix = np.r_[0.0, np.cumsum(xs)]
-    for _ in range(iters):
-        bounds = np.r_[
-            0, np.searchsorted(xs, (centroids[1:] + centroids[:-1]) / 2), xs.size
-        ]
-        counts = np.diff(bounds)
-        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
-        new = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-        if np.array_equal(new, centroids):
-            break
-        centroids = new
-    return centroids
-
-
-def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    return np.searchsorted((centroids[1:] + centroids[:-1]) / 2, x).astype(np.int64)
+    scale, zero = quant_core.range_qparams(
+        torch.from_numpy(lo), torch.from_numpy(hi), bits, "affine"
+    )
+    rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    codes = quant_core.quantize(  # one (scale, zero point) per stored entry
+        torch.from_numpy(x), scale[rows], zero[rows], bits, "affine", axis=0
+    )
+    return codes.numpy(), scale.numpy(), zero.numpy()
 
 
 # --- one tensor -----------------------------------------------------------------
@@ -217,7 +190,7 @@ def _quantize(values: np.ndarray, positions: np.ndarray, t: torch.Tensor, s):
         centroids = kmeans_1d(values, k) if values.size else np.zeros(1)
     else:  # zeros (pruned weights, relative fillers) stay exact: zero takes a code
         centroids = np.union1d(kmeans_1d(nonzero, k - 1), [0.0])
-    return {"centroids": centroids}, _nearest(values, centroids)
+    return {"centroids": centroids}, nearest_centroid(values, centroids)
 
 
 def _encode(t: torch.Tensor, s: TensorSpec, name: str):
@@ -237,7 +210,7 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
             fixed["mask"] = np.packbits(mask).tobytes()
             positions = np.flatnonzero(mask)
         else:
-            gaps = _relative_gaps(np.flatnonzero(x), s.index_bits)
+            gaps, _ = relative_gaps(np.flatnonzero(x), s.index_bits)
             streams["index"] = (gaps, s.index_bits)
             positions = np.cumsum(gaps + 1) - 1  # fillers land on zeros
         fields, codes = _quantize(x[positions], positions, t, s)
@@ -260,18 +233,6 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
                 entry = {"spec": dataclasses.asdict(spec), "stored": len(positions)}
                 best = (size, entry | fields, sections)
     return best[1], best[2]
-
-
-def _relative_gaps(positions: np.ndarray, index_bits: int) -> np.ndarray:
-    """Index fields (distance - 1) of Deep Compression's relative indexing."""
-    span = 1 << index_bits
-    distance = np.diff(positions, prepend=-1)
-    fillers = (distance - 1) // span  # entries needed to bridge each gap
-    # each run: `fillers` entries of span - 1, then the remainder
-    out = np.full(int(fillers.sum() + distance.size), span - 1, np.int64)
-    ends = np.cumsum(fillers + 1) - 1
-    out[ends] = distance - fillers * span - 1
-    return out
 
 
 def _decode(entry: dict, sections: dict[str, bytes], name: str) -> np.ndarray:
@@ -427,7 +388,8 @@ def load_compressed(
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     entries, pos = _read_header(data, path)
     state = {}
     for entry in tqdm(entries, desc="decompressing", unit="tensor",

@@ -11,8 +11,12 @@
   frequency), each with ``fit``/``transform`` and ``partial_fit``/``merge``.
 * :mod:`~mlcomp.data.synth` — a large table with known, injected defects,
   written as partitioned Parquet, with its ground truth.
-* :mod:`~mlcomp.data.outofcore` — the statistics as Dask reductions, on a
-  local cluster or on the one ``MLCOMP_DASK_ADDRESS`` names.
+* :mod:`~mlcomp.data.outofcore` — the out-of-core cleaning pipeline
+  :func:`~mlcomp.data.outofcore.clean_table`, built from
+  :mod:`~mlcomp.data.schema` (the per-partition check),
+  :mod:`~mlcomp.data.reduce` (the statistics as Dask tree reductions) and
+  :mod:`~mlcomp.data.cluster` (a Dask client, local or on the cluster
+  ``MLCOMP_DASK_ADDRESS`` names).
 * :mod:`~mlcomp.data.sampling` — :class:`Reservoir` (Vitter's algorithm R):
   a uniform sample of fixed size from a stream of unknown length; and
   :func:`hash_split`, train/validation/test splits decided by a key's hash,
@@ -22,14 +26,17 @@ Every piece works chunk by chunk and merges, which is what lets the same
 code run on a laptop and as a Dask reduction on a cluster.
 """
 
-from mlcomp.data import clean, outofcore, synth
+from mlcomp.data import clean, cluster, outofcore, reduce, schema, synth
 from mlcomp.data.sampling import HashSample, Reservoir, hash_split, reservoir_sample
 from mlcomp.data.stats import RunningMoments, naive_variance
 from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
 
 __all__ = [
     "clean",
+    "cluster",
     "outofcore",
+    "reduce",
+    "schema",
     "synth",
     "Standardizer",
     "MinMaxScaler",

@@ -1,13 +1,14 @@
-"""Out of core with Dask: the same mergeable statistics, one partition at a time.
+"""Out of core: the cleaning pipeline, one partition at a time, here or on Dask.
 
-A Dask DataFrame is a list of pandas partitions plus a task graph. A
-statistic that can be computed per partition and merged — like
-:class:`~mlcomp.data.RunningMoments` — becomes a tree reduction: each worker
-summarizes the partitions it reads, the summaries are merged pairwise, and no
-worker ever holds more than a few partitions. Exactly the code that runs on a
-laptop runs on a cluster: :func:`connect` starts a ``LocalCluster`` by
-default, and connects to an existing scheduler when the environment variable
-``MLCOMP_DASK_ADDRESS`` holds its address (e.g. ``tcp://10.0.0.5:8786``).
+This module is the chapter's front door; its pieces live by concept and are
+re-exported here:
+
+* :mod:`mlcomp.data.cluster` — :func:`connect` (a Dask client, local or on
+  ``$MLCOMP_DASK_ADDRESS``) and :func:`peak_memory_mib`;
+* :mod:`mlcomp.data.reduce` — :func:`moments` as a Dask tree reduction,
+  :func:`moments_graph`, :func:`task_layers`;
+* :mod:`mlcomp.data.schema` — :class:`Schema` and :func:`validate`, the
+  per-partition check.
 
 :func:`clean_table` is the chapter's pipeline: partitioned Parquet in,
 validated, cleaned and standardized Parquet (zstd) out, in three passes that
@@ -43,346 +44,40 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mlcomp.data.clean import exact_duplicates
+from mlcomp.data.cluster import connect, peak_memory_mib
+from mlcomp.data.reduce import moments, moments_graph, task_layers
 from mlcomp.data.sampling import HashSample
+from mlcomp.data.schema import (
+    Schema,
+    add_counts,
+    empty_counts,
+    read_partition,
+    validate,
+)
 from mlcomp.data.stats import RunningMoments
 
 __all__ = [
     "connect",
+    "peak_memory_mib",
     "moments",
     "moments_graph",
     "task_layers",
     "Schema",
-    "CleanReport",
     "validate",
+    "CleanReport",
     "clean_table",
 ]
 
 
-def connect(
-    n_workers: int = 2,
-    threads_per_worker: int = 1,
-    memory_limit: str = "1GiB",
-    processes: bool = True,
-):
-    """A ``dask.distributed.Client``: to ``$MLCOMP_DASK_ADDRESS`` if set, else local.
-
-    The local cluster has ``n_workers`` workers of ``threads_per_worker``
-    threads and ``memory_limit`` each (with ``processes=False`` the workers
-    are threads of this process and get no limit). The scheduler's HTTP
-    endpoint (health checks, and the dashboard where Bokeh is installed)
-    takes a free port rather than 8787, so several clusters can coexist;
-    nothing here needs it. Close the client (``with connect() as client:``)
-    to stop the cluster it started.
-
-    >>> with connect(n_workers=1, processes=False) as client:
-    ...     client.submit(sum, [1, 2, 3]).result()
-    6
-    """
-    from dask.distributed import Client
-
-    address = os.environ.get("MLCOMP_DASK_ADDRESS")
-    if address:
-        return Client(address)
-    return Client(  # a client given cluster options starts and owns a LocalCluster
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        # threads in this process share its memory: a per-worker limit would
-        # count everything the process holds and pause the workers
-        memory_limit=memory_limit if processes else 0,
-        processes=processes,
-        dashboard_address=":0",
-    )
-
-
-def peak_memory_mib() -> float:
-    """The largest resident memory this process has had so far, in MiB.
-
-    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark
-    of this process image (``getrusage``'s ``ru_maxrss`` would not do: it
-    survives ``exec``, so a Dask worker spawned by a large process inherits
-    its parent's peak). Call it on Dask workers with
-    ``client.run(peak_memory_mib)``.
-
-    >>> peak_memory_mib() > 0
-    True
-    """
-    import sys
-
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10  # kB
-    if sys.platform == "win32":  # pragma: no cover - not on the CI machine
-        import psutil
-
-        return psutil.Process().memory_info().peak_wset / 2**20
-    import resource  # pragma: no cover - macOS: bytes
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _partition_moments(frame, columns: Sequence[str]) -> RunningMoments:
-    rm = RunningMoments()
-    rm.update(frame[list(columns)].to_numpy(dtype="float64", na_value=float("nan")))
-    return rm
-
-
-def _merge(parts: list[RunningMoments]) -> RunningMoments:
-    total = RunningMoments()
-    for part in parts:
-        total.merge(part)
-    return total
-
-
-def moments_graph(data, columns: Sequence[str], split_every: int = 8):
-    """The lazy tree reduction behind :func:`moments` (a ``dask.delayed`` object).
-
-    Nothing is read until it is computed; :func:`task_layers` draws it.
-
-    >>> import dask.dataframe as dd, pandas as pd
-    >>> frame = dd.from_pandas(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}), npartitions=4)
-    >>> graph = moments_graph(frame, ["x"], split_every=2)
-    >>> graph.compute().mean.tolist()
-    [2.5]
-    """
-    import dask
-    import dask.dataframe as dd
-
-    if split_every < 2:
-        raise ValueError(f"split_every must be >= 2, got {split_every}")
-    frame = (
-        data
-        if isinstance(data, dd.DataFrame)
-        else dd.read_parquet(data, columns=list(columns))
-    )
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"no such columns: {missing}")
-    level = [
-        dask.delayed(_partition_moments)(part, tuple(columns))
-        for part in frame.to_delayed()
-    ]
-    if not level:
-        raise ValueError("the data has no partitions")
-    while len(level) > 1:
-        level = [
-            dask.delayed(_merge)(level[i : i + split_every])
-            for i in range(0, len(level), split_every)
-        ]
-    return level[0]
-
-
-def moments(data, columns: Sequence[str], split_every: int = 8) -> RunningMoments:
-    """Per-column :class:`RunningMoments` of a Dask DataFrame or a Parquet folder.
-
-    Each partition is summarized where it is read; the summaries are merged
-    ``split_every`` at a time up a tree. Runs on the current Dask client (or
-    Dask's default scheduler without one).
-
-    >>> import dask.dataframe as dd, pandas as pd
-    >>> frame = dd.from_pandas(pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}), npartitions=2)
-    >>> rm = moments(frame, ["x"])
-    >>> rm.mean.tolist(), rm.var().tolist()
-    ([2.5], [1.6666666666666667])
-    """
-    return moments_graph(data, columns, split_every).compute()
-
-
-def task_layers(obj) -> tuple[list[list], list[tuple]]:
-    """The task graph of a Dask collection, by depth: (layers, edges).
-
-    ``layers[d]`` lists the keys of the tasks whose longest chain of inputs
-    has ``d`` tasks, ordered so that a task sits near the tasks that use its
-    output; ``edges`` holds ``(input key, task key)`` pairs. Enough to draw
-    a graph without Graphviz.
-
-    >>> import dask
-    >>> a, b = dask.delayed(1), dask.delayed(2)
-    >>> layers, edges = task_layers(dask.delayed(sum)([a, b]))
-    >>> [len(layer) for layer in layers], len(edges)
-    ([2, 1], 2)
-    """
-    from dask.core import get_dependencies
-
-    graph = dict(obj.__dask_graph__())
-    deps = {key: get_dependencies(graph, key) for key in graph}
-    depth: dict = {}
-
-    def level(key) -> int:  # graphs here are shallow: recursion is fine
-        if key not in depth:
-            depth[key] = 1 + max((level(d) for d in deps[key]), default=-1)
-        return depth[key]
-
-    layers: list[list] = [[] for _ in range(1 + max(map(level, graph)))]
-    for key in graph:
-        layers[depth[key]].append(key)
-    edges = [(d, key) for key, ds in deps.items() for d in ds]
-    # order each layer after the layer that uses it, so a drawing has no
-    # crossings in a tree: a task goes where its users are
-    users: dict = {key: [] for key in graph}
-    for d, key in edges:
-        users[d].append(key)
-    place = {key: i / len(layers[-1]) for i, key in enumerate(layers[-1])}
-    for layer in reversed(layers[:-1]):
-        layer.sort(
-            key=lambda k: sum(place[u] for u in users[k]) / max(len(users[k]), 1)
-        )
-        place.update({key: i / len(layer) for i, key in enumerate(layer)})
-    return layers, edges
-
-
-# --- the cleaning pipeline ------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Schema:
-    """The columns a table must have, and what the pipeline does with each.
-
-    ``key``: a unique integer per row (sampling and the truth use it);
-    ``numeric``: parsed as float64, filled and standardized; ``outliers``: the
-    numeric columns screened by Tukey's fences; ``text``: kept as strings.
-    Other columns pass through untouched. The defaults describe the table of
-    :func:`mlcomp.data.synth.make_table`.
-    """
-
-    key: str = "row_id"
-    numeric: tuple[str, ...] = ("age", "income", "score", "sensor")
-    outliers: tuple[str, ...] = ("age", "income", "score")
-    text: tuple[str, ...] = ("user", "comment")
-
-    def __post_init__(self) -> None:
-        extra = sorted(set(self.outliers) - set(self.numeric))
-        if extra:
-            raise ValueError(f"outlier columns {extra} are not numeric columns")
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.key, *self.numeric, *self.text)
-
-
-# text that means "no value" (as pandas' CSV reader reads it), not a bad value
-_MISSING = frozenset(["", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a"])
-
-
-def _counts() -> dict:
-    return {
-        "partitions": 0,
-        "empty_partitions": [],
-        "rows_in": 0,
-        "quarantined": {},
-        "duplicates": 0,
-        "coerced": [],
-    }
-
-
-def validate(
-    frame: pd.DataFrame, schema: Schema = Schema(), name: str = "partition"
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Check one partition: (usable rows, quarantined rows, counts).
-
-    Numeric columns stored with another numeric type are converted (and the
-    conversion counted); stored as text, they are parsed, and a row whose
-    value does not parse, or is infinite, is quarantined with the reason.
-    So is a row whose key is missing or not an integer. Exact duplicates
-    (every column but the key equal to an earlier row's) are dropped and
-    counted. The quarantine keeps every original value as text, plus
-    ``reason`` and ``partition``. A missing column is an error.
-
-    >>> frame = pd.DataFrame({"row_id": [1, 2, 3], "x": ["1.5", "one", "2"]})
-    >>> schema = Schema(numeric=("x",), outliers=(), text=())
-    >>> rows, bad, counts = validate(frame, schema)
-    >>> rows["x"].tolist(), bad["reason"].tolist(), counts["quarantined"]
-    ([1.5, 2.0], ['x is not a number'], {'x is not a number': 1})
-    >>> validate(frame.assign(x=["1", "n/a", "3"]), schema)[0]["x"].tolist()
-    [1.0, nan, 3.0]
-    """
-    counts = _counts()
-    counts["partitions"] = 1
-    counts["rows_in"] = len(frame)
-    missing = [c for c in schema.columns if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{name}: missing column(s) {missing}; the schema needs "
-            f"{list(schema.columns)}"
-        )
-    if not len(frame):
-        counts["empty_partitions"].append(name)
-        return frame.copy(), frame.astype(str).assign(reason=[], partition=[]), counts
-    out = frame.copy()
-    reason = np.full(len(frame), None, dtype=object)  # the first reason found
-
-    def flag(mask, why: str) -> None:
-        reason[np.asarray(mask, bool) & (reason == None)] = why  # noqa: E711
-
-    key = pd.to_numeric(frame[schema.key], errors="coerce")
-    whole = key.notna() & np.isfinite(key) & (key == np.round(key))
-    flag(~whole, f"{schema.key} is missing or not an integer")
-    if frame[schema.key].dtype != np.int64:
-        counts["coerced"].append(f"{name}: {schema.key} {frame[schema.key].dtype}")
-    out[schema.key] = key.where(whole, 0).astype(np.int64)
-    for column in schema.numeric:
-        raw = frame[column]
-        if raw.dtype == np.float64:
-            values = raw
-        else:
-            counts["coerced"].append(f"{name}: {column} {raw.dtype}")
-            if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
-                values = raw.astype(np.float64)
-            else:
-                values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
-                blank = raw.astype(str).str.strip().str.lower().isin(_MISSING)
-                flag(raw.notna() & ~blank & values.isna(), f"{column} is not a number")
-        flag(np.isinf(values), f"{column} is infinite")
-        out[column] = values
-    for column in schema.text:
-        raw = frame[column]
-        if not (pd.api.types.is_string_dtype(raw) or raw.dtype == object):
-            counts["coerced"].append(f"{name}: {column} {raw.dtype}")
-            out[column] = raw.astype(str).where(raw.notna(), None)
-    bad = reason != None  # noqa: E711 (elementwise on an object array)
-    quarantine = frame[bad].astype(str).assign(reason=reason[bad], partition=name)
-    for why, n in quarantine["reason"].value_counts().sort_index().items():
-        counts["quarantined"][why] = int(n)
-    out = out[~bad]
-    content = [c for c in out.columns if c != schema.key]
-    duplicate = exact_duplicates(out[content])
-    counts["duplicates"] = int(duplicate.sum())
-    return out[~duplicate].reset_index(drop=True), quarantine, counts
-
-
-def _add_counts(total: dict, part: dict) -> dict:
-    for field in ("partitions", "rows_in", "duplicates"):
-        total[field] += part[field]
-    for field in ("empty_partitions", "coerced"):
-        total[field] += part[field]
-    for why, n in part["quarantined"].items():
-        total["quarantined"][why] = total["quarantined"].get(why, 0) + n
-    return total
-
-
-def _read(path: str) -> pd.DataFrame:
-    import pyarrow
-
-    try:
-        return pd.read_parquet(path)
-    except (OSError, pyarrow.ArrowException) as err:
-        raise ValueError(
-            f"{Path(path).name}: cannot be read as Parquet ({err}); the file is "
-            "corrupt, truncated or not Parquet — regenerate or remove it"
-        ) from err
-
-
-def _pass_sample(path: str, schema: Schema, k: int):
-    rows, _, counts = validate(_read(path), schema, Path(path).name)
-    sample = HashSample(k)
+def _pass_sample(path: str, schema: Schema, sample_size: int):
+    rows, _, counts = validate(read_partition(path), schema, Path(path).name)
+    sample = HashSample(sample_size)
     sample.update(rows[schema.key].to_numpy(), rows[list(schema.numeric)].to_numpy())
     counts["values"] = rows[list(schema.numeric)].notna().sum().to_numpy()
     return sample, counts
@@ -396,7 +91,7 @@ def _inliers(rows: pd.DataFrame, schema: Schema, fences: dict) -> pd.DataFrame:
 
 
 def _pass_moments(path: str, schema: Schema, fences: dict) -> RunningMoments:
-    rows, _, _ = validate(_read(path), schema, Path(path).name)
+    rows, _, _ = validate(read_partition(path), schema, Path(path).name)
     rm = RunningMoments()
     if len(rows):
         rm.update(_inliers(rows, schema, fences).to_numpy())
@@ -405,7 +100,7 @@ def _pass_moments(path: str, schema: Schema, fences: dict) -> RunningMoments:
 
 def _pass_write(path: str, dst: str, schema: Schema, params: dict) -> dict:
     name = Path(path).name
-    rows, quarantine, _ = validate(_read(path), schema, name)
+    rows, quarantine, _ = validate(read_partition(path), schema, name)
     done = {"rows_out": len(rows), "outliers": {}, "imputed": {}}
     if len(quarantine):
         quarantine.to_parquet(
@@ -458,6 +153,15 @@ class CleanReport:
     the parameters applied (per numeric column; ``mean``/``std`` of the
     values inside the fences); ``moments`` is their
     :class:`~mlcomp.data.RunningMoments`.
+
+    >>> import tempfile
+    >>> from mlcomp.data import synth
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = synth.make_table(root / "raw", rows_per_partition=1000, partitions=2)
+    >>> report = clean_table(root / "raw" / "table", root / "clean")
+    >>> dropped = sum(report.quarantined.values()) + report.duplicates
+    >>> report.rows_in == report.rows_out + dropped, report.partitions
+    (True, 2)
     """
 
     partitions: int
@@ -563,17 +267,17 @@ def clean_table(
             old.unlink()
     marker.write_text("the output of mlcomp.data.outofcore.clean_table\n")
     # pass 1: validate, count, sample
-    counts, sample = _counts(), HashSample(sample_size)
+    counts, sample = empty_counts(), HashSample(sample_size)
     values = np.zeros(len(schema.numeric), np.int64)
 
     def fold_sample(i, result):
         nonlocal values
         part_sample, part_counts = result
         sample.merge(part_sample)
-        _add_counts(counts, part_counts)
+        add_counts(counts, part_counts)
         values = values + part_counts.pop("values")
 
-    fn = functools.partial(_pass_sample, schema=schema, k=sample_size)
+    fn = functools.partial(_pass_sample, schema=schema, sample_size=sample_size)
     _run(fn, files, client, progress, "validate, sample", fold_sample)
     counts["empty_partitions"].sort()
     counts["coerced"].sort()

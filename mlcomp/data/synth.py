@@ -60,7 +60,15 @@ _WORDS = list(dict.fromkeys(_WORDS))  # each word once, in order
 
 @dataclasses.dataclass(frozen=True)
 class Defects:
-    """Rates of the injected defects (fractions of rows or of values)."""
+    """Rates of the injected defects (fractions of rows or of values).
+
+    >>> Defects(missing=0.1).outliers
+    0.01
+    >>> Defects(exact_duplicates=0.6)
+    Traceback (most recent call last):
+    ...
+    ValueError: exact_duplicates rate must be in [0, 0.5), got 0.6
+    """
 
     missing: float = 0.05  # per value of age, income, score
     outliers: float = 0.01  # per value of age, income, score

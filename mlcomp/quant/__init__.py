@@ -7,32 +7,31 @@
 * :mod:`~mlcomp.quant.qat` — the model-level verb
   ``quantize_(model, QuantConfig(...), filter_fn)`` for simulated
   (fake-quant) post-training quantization and quantization-aware training;
-  :func:`calibrate`, :func:`remove_`, :func:`sensitivity`.
+  :func:`calibrate_`, :func:`remove_`, :func:`sensitivity`.
 * :mod:`~mlcomp.quant.nonuniform` — k-means weight sharing (:func:`kmeans_`)
   with trainable centroids; binary and ternary weights.
+* :mod:`~mlcomp.quant.kmeans` — 1-D k-means (:func:`kmeans_1d`) and the
+  nearest-centroid rule, shared with the ``.mlc`` file's codebooks.
 * :mod:`~mlcomp.quant.mixed` — a bit width per layer under a size budget.
 * :mod:`~mlcomp.quant.runtime` — real int8: ONNX export, ONNX Runtime
   static/dynamic quantization, sessions wrapped as modules, per-node
   profiles.
-* :func:`pack_bits` / :func:`unpack_bits` — codes of any width from 1 to 32
-  bits packed with no padding but the last byte's (shared with
-  :mod:`mlcomp.coding.bits`).
+Codes of any width are packed into bytes by :func:`mlcomp.coding.pack_bits`.
 
 >>> import torch
->>> from mlcomp import quant
+>>> from mlcomp import coding, quant
 >>> w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
 >>> scale, zero = quant.qparams(w, bits=4, scheme="symmetric", axis=0)
 >>> codes = quant.quantize(w, scale, zero, bits=4, scheme="symmetric", axis=0)
->>> data = quant.pack_bits((codes + 8).flatten(), 4)  # 4-bit codes, 2 per byte
->>> back = torch.from_numpy(quant.unpack_bits(data, 4, codes.numel()) - 8)
+>>> data = coding.pack_bits((codes + 8).flatten(), 4)  # 4-bit codes, 2 per byte
+>>> back = torch.from_numpy(coding.unpack_bits(data, 4, codes.numel()) - 8)
 >>> len(data), torch.equal(back.reshape(codes.shape), codes)
 (1024, True)
 >>> 17 < quant.sqnr(w, quant.dequantize(codes, scale, zero, axis=0)) < 22
 True
 """
 
-from mlcomp.coding.bits import pack_bits, unpack_bits
-from mlcomp.quant import core, mixed, nonuniform, qat, runtime
+from mlcomp.quant import core, kmeans, mixed, nonuniform, qat, runtime
 from mlcomp.quant.core import (
     dequantize,
     fake_quantize,
@@ -43,13 +42,14 @@ from mlcomp.quant.core import (
     range_qparams,
     sqnr,
 )
+from mlcomp.quant.kmeans import kmeans_1d, nearest_centroid
 from mlcomp.quant.mixed import allocate_bits
-from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, kmeans_1d, ternarize
+from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, ternarize
 from mlcomp.quant.qat import (
     ActivationQuantizer,
     QuantConfig,
     WeightQuantizer,
-    calibrate,
+    calibrate_,
     capture_inputs,
     quantize_,
     remove_,
@@ -71,7 +71,7 @@ __all__ = [
     "WeightQuantizer",
     "allocate_bits",
     "binarize",
-    "calibrate",
+    "calibrate_",
     "capture_inputs",
     "codebooks",
     "core",
@@ -79,12 +79,13 @@ __all__ = [
     "export_onnx",
     "fake_quantize",
     "kmeans_",
+    "kmeans",
     "kmeans_1d",
     "mixed",
+    "nearest_centroid",
     "node_names",
     "nonuniform",
     "observe_range",
-    "pack_bits",
     "profile_onnx",
     "qat",
     "qparams",
@@ -99,5 +100,4 @@ __all__ = [
     "sensitivity",
     "sqnr",
     "ternarize",
-    "unpack_bits",
 ]

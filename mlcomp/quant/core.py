@@ -43,6 +43,8 @@ import math
 import numpy as np
 import torch
 
+from mlcomp.utils import MAX_BITS, check_bits
+
 __all__ = [
     "SCHEMES",
     "OBSERVERS",
@@ -59,19 +61,13 @@ __all__ = [
 
 SCHEMES = ("affine", "symmetric")
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
-MAX_BITS = 16
 
 
 def _check(bits: int, scheme: str) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     low = 2 if scheme == "symmetric" else 1
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
-        raise TypeError(f"bits must be an int, got {bits!r}")
-    if not low <= bits <= MAX_BITS:
-        raise ValueError(
-            f"bits must lie in {low}..{MAX_BITS} for the {scheme} scheme, got {bits}"
-        )
+    check_bits(bits, f"bits (of the {scheme} scheme)", low=low)
 
 
 def qrange(bits: int, scheme: str = "affine") -> tuple[int, int]:

@@ -23,23 +23,16 @@ real-valued latent weights as if the projection were the identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from mlcomp import prune
-from mlcomp.coding.container import kmeans_1d
+from mlcomp.layers import FilterFn, prunable
+from mlcomp.quant.kmeans import kmeans_1d, nearest_centroid
+from mlcomp.utils import check_bits
 
-__all__ = [
-    "binarize",
-    "ternarize",
-    "kmeans_",
-    "codebooks",
-    "kmeans_1d",
-]
-
-FilterFn = Callable[[str, nn.Module], bool]
+__all__ = ["binarize", "ternarize", "kmeans_", "codebooks"]
 
 
 def _channel_mean(x: torch.Tensor, axis: int | None) -> torch.Tensor:
@@ -90,9 +83,6 @@ def ternarize(
 # --- weight sharing ----------------------------------------------------------
 
 
-_layers = prune.prunable  # the Linear and Conv2d layers filter_fn accepts
-
-
 def _shared_weight(module: nn.Module, _inputs) -> None:
     """Forward pre-hook: rebuild the weight from the codebook (with gradients)."""
     table = torch.cat([module.weight_centroids, module.weight_centroids.new_zeros(1)])
@@ -127,13 +117,14 @@ def kmeans_(
     >>> net.weight_centroids.shape
     torch.Size([4])
     """
-    layers = _layers(model, filter_fn)
+    layers = prunable(model, filter_fn)
+    if isinstance(bits, Mapping):
+        unknown = set(bits) - set(layers)
+        if unknown:
+            raise KeyError(f"bits names no Linear or Conv2d layer {sorted(unknown)}")
     for name, module in layers.items():
         b = bits[name] if isinstance(bits, Mapping) else bits
-        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16:
-            raise ValueError(
-                f"bits for layer {name!r} must be an int in 1..16, got {b!r}"
-            )
+        check_bits(b, f"bits of layer {name!r}")
         if hasattr(module, "weight_orig") or hasattr(module, "weight_centroids"):
             raise ValueError(
                 f"layer {name!r} already has a mask or a codebook; call "
@@ -151,8 +142,7 @@ def kmeans_(
             if nonzero.any()
             else w.new_zeros(1)
         )
-        bounds = (centroids[1:] + centroids[:-1]) / 2
-        index = torch.bucketize(w, bounds)  # nearest centroid (sorted codebook)
+        index = torch.from_numpy(nearest_centroid(w.numpy(), centroids.numpy()))
         index[~nonzero] = centroids.numel()  # the fixed zero after the codebook
         del module._parameters["weight"]
         module.register_parameter("weight_centroids", nn.Parameter(centroids))

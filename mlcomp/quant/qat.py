@@ -8,7 +8,7 @@ backward pass uses the straight-through estimator. That makes the same model
 serve two purposes:
 
 * **post-training quantization, simulated** — quantize a trained model,
-  :func:`calibrate` the activation ranges on a few batches, evaluate;
+  :func:`calibrate_` the activation ranges on a few batches, evaluate;
 * **quantization-aware training** (Jacob et al. 2018) — train it: weights
   are re-quantized from their float "shadow" copies at every step, and the
   activation ranges follow an exponential moving average of each batch's
@@ -26,13 +26,14 @@ in and takes all of it away again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from mlcomp import prune, train
+from mlcomp import train
+from mlcomp.layers import FilterFn, prunable
 from mlcomp.quant import core, nonuniform
 
 __all__ = [
@@ -40,14 +41,13 @@ __all__ = [
     "WeightQuantizer",
     "ActivationQuantizer",
     "quantize_",
-    "calibrate",
+    "calibrate_",
     "capture_inputs",
     "remove_",
     "round_params_",
     "sensitivity",
 ]
 
-FilterFn = Callable[[str, nn.Module], bool]
 WEIGHT_SCHEMES = ("affine", "symmetric", "binary", "ternary")
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -66,7 +66,7 @@ class QuantConfig:
       :mod:`mlcomp.quant.core`).
     * ``activation_bits`` — 1..16, or None to leave layer inputs in fp32;
       ``activation_scheme`` and ``activation_observer`` as for weights (the
-      observer is used by :func:`calibrate`; training uses a moving average
+      observer is used by :func:`calibrate_`; training uses a moving average
       of min/max with factor ``momentum``).
 
     >>> QuantConfig(weight_bits=4, activation_bits=8)
@@ -169,7 +169,7 @@ class ActivationQuantizer(nn.Module):
 
     In training mode the range follows an exponential moving average of each
     batch's min and max (the first batch sets it); in eval mode it is fixed.
-    :func:`calibrate` sets it from a sample with any observer.
+    :func:`calibrate_` sets it from a sample with any observer.
 
     >>> q = ActivationQuantizer(bits=8).train()
     >>> y = q(torch.linspace(0, 2.55, 256))
@@ -215,7 +215,7 @@ class ActivationQuantizer(nn.Module):
                     self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
         elif not self.observed:
             raise RuntimeError(
-                "activation quantizer has no range yet: call quant.calibrate(model, "
+                "activation quantizer has no range yet: call quant.calibrate_(model, "
                 "data) or run the model in training mode first"
             )
         scale, zero = core.range_qparams(self.lo, self.hi, self.bits, self.scheme)
@@ -230,9 +230,6 @@ class ActivationQuantizer(nn.Module):
 
 def _quantize_input(module: nn.Module, inputs: tuple) -> tuple:
     return (module.input_quantizer(inputs[0]), *inputs[1:])
-
-
-_layers = prune.prunable  # the Linear and Conv2d layers filter_fn accepts
 
 
 def quantize_(
@@ -255,9 +252,7 @@ def quantize_(
     """
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
-    layers = _layers(model, filter_fn)
-    if not layers:
-        raise ValueError("no Linear or Conv2d layer matches filter_fn")
+    layers = prunable(model, filter_fn)
     for name, module in layers.items():
         if hasattr(module, "weight_orig") or hasattr(module, "weight_centroids"):
             raise ValueError(
@@ -302,7 +297,7 @@ def capture_inputs(
         module.register_forward_pre_hook(
             lambda m, inputs, name=name: captured.__setitem__(name, inputs[0].detach())
         )
-        for name, module in _layers(model, filter_fn).items()
+        for name, module in prunable(model, filter_fn).items()
     ]
     was_training = model.training
     model.eval()
@@ -316,14 +311,14 @@ def capture_inputs(
 
 
 @torch.no_grad()
-def calibrate(
+def calibrate_(
     model: nn.Module,
-    data,
-    batches: int = 8,
+    data: train.Data,
+    n_batches: int = 8,
     batch_size: int = 256,
     observer: str | None = None,
 ) -> nn.Module:
-    """Set every activation range from ``batches`` batches of ``data``.
+    """Set every activation range from ``n_batches`` batches of ``data``, in place.
 
     Each quantizer records a sample of its inputs (16,384 values a batch)
     and their exact min and max while the model runs unquantized, then takes
@@ -334,21 +329,21 @@ def calibrate(
 
     >>> net = quantize_(nn.Sequential(nn.Linear(4, 2)),
     ...                 QuantConfig(weight_bits=None, activation_bits=8))
-    >>> X = torch.rand(64, 4); _ = calibrate(net, (X, torch.zeros(64)), batches=1)
+    >>> X = torch.rand(64, 4); _ = calibrate_(net, (X, torch.zeros(64)), n_batches=1)
     >>> bool(net[0].input_quantizer.hi == X.max())
     True
     """
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     if not quantizers:
         raise ValueError("model has no activation quantizers; quantize_ it first")
-    if batches < 1:
-        raise ValueError(f"batches must be >= 1, got {batches}")
+    if not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"n_batches must be a positive int, got {n_batches!r}")
     for q in quantizers:
         q.samples, q.extremes = [], []
     model.eval()
     try:
         for i, (xb, _) in enumerate(train.batches(data, batch_size)):
-            if i == batches:
+            if i == n_batches:
                 break
             model(xb)
         for q in quantizers:
@@ -422,7 +417,7 @@ def round_params_(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 def sensitivity(
     model: nn.Module,
-    data,
+    data: train.Data,
     bits: Iterable[int],
     filter_fn: FilterFn | None = None,
     config: QuantConfig | None = None,
@@ -431,7 +426,8 @@ def sensitivity(
 
     ``config`` gives the other settings (default: symmetric, per channel,
     weights only). Returns ``{layer: {bits: accuracy}}``; ``model`` is left
-    untouched.
+    untouched. The same loop (:func:`mlcomp.train.scan_layers`) as
+    :func:`mlcomp.prune.sensitivity`, which prunes instead.
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     >>> X, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
@@ -442,6 +438,8 @@ def sensitivity(
 
     def quantize_one(trial: nn.Module, name: str, b: int) -> None:
         config = dataclasses.replace(base, weight_bits=b)
-        quantize_(trial, config, filter_fn=lambda n, m: n == name)
+        quantize_(trial, config, filter_fn=lambda m, n: n == name)
 
-    return train.scan_layers(model, data, _layers(model, filter_fn), bits, quantize_one)
+    return train.scan_layers(
+        model, data, prunable(model, filter_fn), bits, quantize_one
+    )

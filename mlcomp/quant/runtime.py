@@ -220,6 +220,13 @@ class OnnxModule(nn.Module):
     So :func:`mlcomp.train.evaluate` and :func:`mlcomp.measure.latency` work
     on an ONNX model unchanged. ``threads`` is ONNX Runtime's intra-op thread
     count (the analogue of ``torch.set_num_threads``).
+
+    >>> import tempfile
+    >>> net = nn.Sequential(nn.Linear(3, 2))
+    >>> path = export_onnx(net, tempfile.mkdtemp() + "/m.onnx", torch.zeros(1, 3))
+    >>> x = torch.randn(4, 3)
+    >>> torch.allclose(OnnxModule(path, threads=1)(x), net(x), atol=1e-6)
+    True
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 2):

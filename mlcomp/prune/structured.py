@@ -18,12 +18,14 @@ is refused with an error rather than risking a silently wrong model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import torch
 import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from mlcomp.layers import FilterFn, replace_module, select
+from mlcomp.utils import count
 
 __all__ = ["UnsupportedModelError", "filter_norms", "shrink_channels"]
 
@@ -130,11 +132,6 @@ def _trace_consumer(conv_node, modules):
         )
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def _rebuilt_conv(conv: nn.Conv2d, out_keep, in_keep) -> nn.Conv2d:
     w = conv.weight.detach()
     w = w[out_keep] if out_keep is not None else w
@@ -172,25 +169,25 @@ def _rebuilt_linear(linear: nn.Linear, channel_keep, spatial: int) -> nn.Linear:
 
 def shrink_channels(
     model: nn.Module,
-    amount: float,
+    amount: float | int,
     example_input: torch.Tensor,
     norm: str = "l1",
-    filter_fn: Callable[[str, nn.Conv2d], bool] | None = None,
+    filter_fn: FilterFn | None = None,
 ) -> nn.Module:
     """A copy of ``model`` with ``amount`` of each chosen conv's filters removed.
 
-    ``amount`` is the fraction of output channels to drop from every Conv2d
-    that ``filter_fn(name, conv)`` accepts (default: all) and whose output
-    feeds another layer; at least one channel is always kept. Filters with
-    the smallest ``norm`` go. ``model`` itself is not changed.
+    ``amount`` is the fraction (float in [0, 1]) or number (int) of output
+    channels to drop from every Conv2d that ``filter_fn(module, name)``
+    accepts (default: all) and whose output feeds another layer; at least
+    one channel is always kept. Filters with the smallest ``norm`` go.
+    ``model`` itself is not changed.
 
     >>> from mlcomp.models import LeNet5
     >>> small = shrink_channels(LeNet5(), 0.5, torch.zeros(1, 1, 28, 28))
     >>> small.conv1, small.conv2, small.fc1.in_features
     (Conv2d(1, 10, ...), Conv2d(10, 25, ...), 400)
     """
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(f"amount must be a fraction in [0, 1), got {amount}")
+    chosen = select(model, filter_fn, (nn.Conv2d,))
     try:
         # a copy: shape propagation runs a forward pass, which would update
         # batch-norm statistics of a model in training mode
@@ -207,14 +204,15 @@ def shrink_channels(
         if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d):
             continue
         conv = modules[node.target]
-        if filter_fn is not None and not filter_fn(node.target, conv):
+        if node.target not in chosen:
             continue
         if conv.groups != 1:
             raise UnsupportedModelError(f"{node.target!r} is a grouped convolution")
         norms, consumer, spatial = _trace_consumer(node, modules)
         if consumer is None:
             continue  # its channels are the model's output: leave them
-        n_keep = max(1, conv.out_channels - round(amount * conv.out_channels))
+        n_drop = count(amount, conv.out_channels, f"output channels of {node.target}")
+        n_keep = max(1, conv.out_channels - n_drop)
         keep = torch.topk(filter_norms(conv, norm), n_keep).indices.sort().values
         plans[node.target] = (keep, norms, consumer.target, spatial)
 
@@ -227,10 +225,12 @@ def shrink_channels(
         out = plans[name][0] if name in plans else None
         inp = in_keep.get(name)
         if isinstance(module, nn.Conv2d) and (out is not None or inp is not None):
-            _replace(small, name, _rebuilt_conv(module, out, inp[0] if inp else None))
+            replace_module(
+                small, name, _rebuilt_conv(module, out, inp[0] if inp else None)
+            )
         elif isinstance(module, nn.Linear) and inp is not None:
-            _replace(small, name, _rebuilt_linear(module, inp[0], inp[1]))
+            replace_module(small, name, _rebuilt_linear(module, inp[0], inp[1]))
     for keep, norms, _, _ in plans.values():
         for bn in norms:
-            _replace(small, bn, _rebuilt_bn(original[bn], keep))
+            replace_module(small, bn, _rebuilt_bn(original[bn], keep))
     return small
