@@ -703,3 +703,35 @@ def test_peak_memory_is_this_process_high_water_mark():
     peak, now = map(float, out)
     assert peak > now + 250
     assert peak < now + 305 + 200  # its own peak, not the parent's
+
+
+def test_transformers_work_in_a_sklearn_pipeline_and_clone():
+    from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import KBinsDiscretizer, StandardScaler
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(3.0, 2.0, size=(500, 3)), rng.integers(0, 2, 500)
+    ours = Pipeline(
+        [("std", Standardizer()), ("bins", Discretizer(4, strategy="uniform"))]
+    )
+    theirs = Pipeline(
+        [
+            ("std", StandardScaler()),
+            ("bins", KBinsDiscretizer(4, encode="ordinal", strategy="uniform")),
+        ]
+    )
+    np.testing.assert_array_equal(ours.fit_transform(X, y), theirs.fit_transform(X))
+    copy = clone(ours.named_steps["bins"])
+    assert copy.get_params() == {"k": 200, "n_bins": 4, "strategy": "uniform"}
+    assert copy.n_features_in_ is None  # a clone is not fitted
+    with pytest.raises(ValueError, match="not fitted"):
+        copy.transform(X)
+    assert ours.set_params(bins__n_bins=3).named_steps["bins"].n_bins == 3
+
+
+def test_running_moments_update_returns_itself_like_merge():
+    rm = RunningMoments()
+    assert rm.update(np.ones((4, 2))) is rm and rm.update(np.ones((0, 2))) is rm
+    assert rm.merge(RunningMoments().update(np.zeros((4, 2)))) is rm
+    np.testing.assert_allclose(rm.mean, [0.5, 0.5])

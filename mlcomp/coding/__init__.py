@@ -13,9 +13,14 @@
 * :mod:`~mlcomp.coding.container` — the ``.mlc`` compressed-model file:
   :func:`save_compressed`, :func:`load_compressed`, :func:`inspect`.
 
-Models are separate from coders, as in constriction: every coder takes
-``encode(symbols, model=None)`` and returns a self-describing stream that
-``decode(data)`` reads back, so switching coders changes one line.
+Models are separate from coders, as in constriction: every entropy coder
+(:mod:`huffman`, :mod:`rans`, :mod:`arithmetic`) takes
+``encode(symbols, model=None)`` with a :class:`Categorical` model (or
+estimates one from the message) and returns a self-describing stream that
+``decode(data)`` reads back, so switching coders changes one line; the
+streaming :class:`~mlcomp.coding.arithmetic.ArithmeticEncoder` takes a
+``Categorical`` per symbol. LZW is not an entropy coder: it takes bytes and
+learns its dictionary from them, so ``lzw.encode(data)`` has no model.
 
 >>> import numpy as np
 >>> from mlcomp.coding import Categorical, huffman, rans

@@ -69,18 +69,37 @@ def _check_cdf(cdf, symbol: int | None = None) -> tuple[int, int, int]:
     return lo, hi, total
 
 
+STREAM_PRECISION = 16
+"""Bits of the frequencies a :class:`Categorical` gets in the streaming coder."""
+
+
+def _as_cdf(model) -> np.ndarray:
+    """A model for one symbol: a :class:`Categorical`, or integer cumulative counts."""
+    if isinstance(model, Categorical):
+        return model.cdf(STREAM_PRECISION)
+    return np.asarray(model)
+
+
 class ArithmeticEncoder:
     """Encode symbols one at a time, each with its own cumulative frequencies.
 
     The streaming interface, for models that change from symbol to symbol
     (a language model's next-symbol distribution, say).
 
+    Each step's model is a :class:`~mlcomp.coding.Categorical` (as for every
+    coder of the package) or, for full control, integer cumulative counts
+    ``cdf`` (``cdf[0] = 0``; symbol ``s`` owns ``cdf[s] .. cdf[s + 1]``).
+
+    >>> model = Categorical([0.5, 0.1, 0.4])
     >>> enc = ArithmeticEncoder()
     >>> for s in [0, 2, 2, 1]:
-    ...     enc.encode(s, [0, 5, 6, 10])  # P = 5/10, 1/10, 4/10
+    ...     enc.encode(s, model)
     >>> dec = ArithmeticDecoder(enc.finish())
-    >>> [dec.decode([0, 5, 6, 10]) for _ in range(4)]
+    >>> [dec.decode(model) for _ in range(4)]
     [0, 2, 2, 1]
+    >>> enc = ArithmeticEncoder(); enc.encode(2, [0, 5, 6, 10])  # P(2) = 4/10
+    >>> ArithmeticDecoder(enc.finish()).decode([0, 5, 6, 10])
+    2
     """
 
     def __init__(self) -> None:
@@ -92,9 +111,9 @@ class ArithmeticEncoder:
         self._bits.extend([1 - bit] * self._pending)
         self._pending = 0
 
-    def encode(self, symbol: int, cdf) -> None:
+    def encode(self, symbol: int, model) -> None:
         """Narrow the interval to ``cdf[symbol] .. cdf[symbol + 1]`` of ``cdf[-1]``."""
-        lo, hi, total = _check_cdf(cdf, int(symbol))
+        lo, hi, total = _check_cdf(_as_cdf(model), int(symbol))
         width = self._high - self._low + 1
         self._high = self._low + width * hi // total - 1
         self._low = self._low + width * lo // total
@@ -155,8 +174,9 @@ class ArithmeticDecoder:
             raise CorruptFileError("arithmetic-coded data ended too early")
         return 0
 
-    def decode(self, cdf) -> int:
-        """The next symbol, given the cdf the encoder used for it."""
+    def decode(self, model) -> int:
+        """The next symbol, given the model (or cdf) the encoder used for it."""
+        cdf = _as_cdf(model)
         _, _, total = _check_cdf(cdf)
         width = self._high - self._low + 1
         target = ((self._value - self._low + 1) * total - 1) // width

@@ -80,8 +80,8 @@ class RunningMoments:
         self._m2 = np.zeros(shape)
         self._ref = np.full(shape, np.nan)
 
-    def update(self, batch) -> None:
-        """Add a chunk (axis 0 = examples) to the statistics."""
+    def update(self, batch) -> RunningMoments:
+        """Add a chunk (axis 0 = examples) to the statistics; returns ``self``."""
         x = np.asarray(batch, dtype=np.float64)
         if x.ndim == 0:
             raise ValueError("a batch needs an axis of examples (axis 0)")
@@ -93,7 +93,7 @@ class RunningMoments:
                 f"{self.count.shape}"
             )
         if x.shape[0] == 0:
-            return
+            return self
         present = ~np.isnan(x)
         if self.shift:  # the reference point: the first value each column sees
             unset = np.isnan(self._ref) & present.any(axis=0)
@@ -109,6 +109,7 @@ class RunningMoments:
         dev = np.where(present, x - mean, 0.0)
         m2 = (dev * dev).sum(axis=0)
         self._combine(n, mean, m2)
+        return self
 
     def _combine(self, n, mean, m2) -> None:
         total = self.count + n

@@ -1,7 +1,9 @@
 """Column transformations fitted in one streaming pass, mergeable across workers.
 
-Each transformer has scikit-learn's shape — ``fit(X)`` learns attributes
-ending in ``_``, ``transform(X)`` applies them — plus ``partial_fit(chunk)``
+Each transformer is a scikit-learn estimator — ``fit(X, y=None)`` learns
+attributes ending in ``_``, ``transform(X)`` applies them, ``get_params``
+and :func:`sklearn.base.clone` work, so it goes into a
+:class:`sklearn.pipeline.Pipeline` — plus ``partial_fit(chunk)``
 to learn from a stream chunk by chunk and ``merge(other)`` to combine two
 transformers fitted on different parts of the data (a Dask reduction). The
 statistics they need are mergeable: moments (:class:`RunningMoments`),
@@ -24,6 +26,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlcomp.data.stats import RunningMoments
 
@@ -41,12 +44,13 @@ def _matrix(X, n_features: int | None = None) -> np.ndarray:
     return X
 
 
-class _Streaming:
+class _Streaming(TransformerMixin, BaseEstimator):
     """fit = reset + partial_fit; subclasses define the state and its merge."""
 
     n_features_in_: int | None = None
 
-    def fit(self, X):
+    def fit(self, X, y=None):
+        """Learn from all of ``X`` (``y`` is ignored, as by scikit-learn's scalers)."""
         self._reset()
         return self.partial_fit(X)
 
@@ -56,9 +60,6 @@ class _Streaming:
     def _fitted(self) -> None:
         if self.n_features_in_ is None:
             raise ValueError(f"this {type(self).__name__} is not fitted yet")
-
-    def fit_transform(self, X) -> np.ndarray:
-        return self.fit(X).transform(X)
 
 
 class Standardizer(_Streaming):
@@ -76,7 +77,7 @@ class Standardizer(_Streaming):
         self._moments = RunningMoments()
         self.n_features_in_ = None
 
-    def partial_fit(self, X) -> Standardizer:
+    def partial_fit(self, X, y=None) -> Standardizer:
         X = _matrix(X, self.n_features_in_)
         self._moments.update(X)
         self.n_features_in_ = X.shape[1]
@@ -123,7 +124,7 @@ class MinMaxScaler(_Streaming):
         self.data_min_ = self.data_max_ = None
         self.n_features_in_ = None
 
-    def partial_fit(self, X) -> MinMaxScaler:
+    def partial_fit(self, X, y=None) -> MinMaxScaler:
         X = _matrix(X, self.n_features_in_)
         with warnings.catch_warnings():  # a chunk may hold an all-NaN column
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -186,7 +187,7 @@ class Discretizer(_Streaming):
         self._sketches: list | None = None
         self.n_features_in_ = None
 
-    def partial_fit(self, X) -> Discretizer:
+    def partial_fit(self, X, y=None) -> Discretizer:
         X = _matrix(X, self.n_features_in_)
         self._range.partial_fit(X)
         if self.strategy == "quantile":
