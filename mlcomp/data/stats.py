@@ -59,8 +59,8 @@ class RunningMoments:
     Welford/Chan, kept to show what the shift buys.
 
     >>> rm = RunningMoments()
-    >>> rm.update(np.array([[1.0, 10.0], [2.0, np.nan]]))
-    >>> rm.update(np.array([[3.0, 30.0]]))
+    >>> _ = rm.update(np.array([[1.0, 10.0], [2.0, np.nan]]))
+    >>> _ = rm.update(np.array([[3.0, 30.0]]))
     >>> rm.count.tolist(), rm.mean.tolist(), rm.var().tolist()
     ([3, 2], [2.0, 20.0], [1.0, 200.0])
     """
@@ -124,7 +124,7 @@ class RunningMoments:
 
         >>> a, b, ab = RunningMoments(), RunningMoments(), RunningMoments()
         >>> x = np.arange(10.0)
-        >>> a.update(x[:3]); b.update(x[3:]); ab.update(x)
+        >>> _ = a.update(x[:3]), b.update(x[3:]), ab.update(x)
         >>> bool(np.isclose(a.merge(b).var(), ab.var()))
         True
         """
