@@ -17,9 +17,12 @@ bad arguments exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -179,6 +182,20 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def upper_bound(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits, rounded up: a printed bound stays one.
+
+    >>> upper_bound(0.24301), upper_bound(0.0), upper_bound(1e-7)
+    ('0.244', '0', '1.00e-7')
+    """
+    if x <= 0:
+        return "0"
+    exponent = math.floor(math.log10(x)) - (digits - 1)
+    q = Fraction(x) / Fraction(10) ** exponent  # exact: no rounding below x
+    mantissa = math.ceil(q)
+    return f"{Decimal(mantissa).scaleb(exponent):g}"  # exact decimal digits
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -186,10 +203,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     table = inspect(_existing(args.file))
     entries = int(table["entries"].sum())
+    shown = table.drop(columns=["value bytes", "index bytes", "codebook bytes"])
+    shown["max error"] = [upper_bound(e) for e in table["max error"]]  # never below
     with pd.option_context(
         "display.max_rows", None, "display.max_columns", None, "display.width", 250
     ):
-        print(table.drop(columns=["value bytes", "index bytes", "codebook bytes"]))
+        print(shown)
     print(
         f"{len(table)} tensors, {entries:,} entries: "
         f"{int(table['value bytes'].sum()):,} bytes of values, "

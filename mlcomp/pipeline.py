@@ -236,7 +236,8 @@ def compress_state_dict(
     relative positions per tensor, whichever is smallest, so unpruned tensors
     do not pay for indices. Other tensors are stored exactly. Returns the
     file's :func:`mlcomp.coding.inspect` table, whose ``max error`` column
-    bounds each tensor's reconstruction error against the pruned input.
+    is each tensor's largest reconstruction error against the input as
+    given, pruning included.
 
     >>> import tempfile
     >>> path = tempfile.mkdtemp() + "/m.mlc"
@@ -249,5 +250,5 @@ def compress_state_dict(
     spec = deep_compression_spec(
         "P+Q+H", conv_bits=conv_bits, fc_bits=fc_bits, sparsity=sparsity, coder=coder
     )
-    save_compressed(pruned, path, spec, progress=progress)
+    save_compressed(pruned, path, spec, progress=progress, reference=state_dict)
     return inspect(path)

@@ -1,4 +1,5 @@
 import copy
+from fractions import Fraction
 
 import pytest
 import torch
@@ -121,8 +122,8 @@ def test_compress_state_dict_bounds_its_error(tmp_path):
                                          conv_bits=6, fc_bits=3)  # fmt: skip
     back = load_compressed(tmp_path / "m.mlc")
     pruned = pipeline.prune_state_dict(state, 0.5)
-    for name in state:
-        error = (back[name] - pruned[name]).abs().max().item()
+    for name in state:  # the stated error covers the pruning: against the input
+        error = (back[name] - state[name]).abs().max().item()
         assert error == pytest.approx(table.loc[name, "max error"], abs=1e-7)
     # every weight went to its nearest codebook entry (the 3-bit codebook
     # holds the zero of the pruned weights and seven k-means centroids)
@@ -131,3 +132,19 @@ def test_compress_state_dict_bounds_its_error(tmp_path):
     nearest = (pruned["w"][..., None] - codebook).abs().min(-1).values
     assert torch.allclose((back["w"] - pruned["w"]).abs(), nearest, atol=1e-6)
     assert table.loc["k", "values"] == "codebook 6-bit"
+
+
+def test_max_error_bounds_the_error_against_the_input_pruning_included(tmp_path):
+    torch.manual_seed(0)
+    state = {"conv1.weight": torch.randn(20, 1, 5, 5), "fc.weight": torch.randn(9, 40)}
+    path = tmp_path / "m.mlc"
+    table = pipeline.compress_state_dict(state, path, prune_amount=0.9, fc_bits=4)
+    back = load_compressed(path)
+    for name, t in state.items():
+        actual = float((back[name].double() - t.double()).abs().max())
+        assert table.loc[name, "max error"] == pytest.approx(actual, rel=1e-12)
+        assert actual > 0.2  # pruning 90% of a N(0, 1) tensor removes |w| up to ~1.6
+    from mlcomp.cli import upper_bound
+
+    for error in table["max error"]:
+        assert Fraction(upper_bound(error)) >= Fraction(error)

@@ -7,10 +7,21 @@ Every coder's output is a *stream*::
 
 so a truncated or corrupted stream is detected before any symbol is decoded,
 and the error names what failed.
+
+A CRC-32 detects accidental damage, not a forged stream (anyone can
+recompute it). So every decoder also validates each header field before it
+allocates or loops: a count of symbols must be one the payload can carry
+(:func:`check_count`: the information in the payload bounds it) and at most
+``max_symbols`` (default :data:`MAX_SYMBOLS`); alphabets must be increasing
+int64 values (:func:`read_alphabet`). A malformed stream raises
+:class:`CorruptFileError` and nothing else, with memory bounded by a small
+multiple of the stream's size (or of ``max_symbols``, for messages that
+compress extremely well).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -24,7 +35,16 @@ __all__ = [
     "as_symbols",
     "write_table",
     "read_table",
+    "read_alphabet",
+    "check_count",
+    "min_cost_bits",
+    "MAX_SYMBOLS",
 ]
+
+MAX_SYMBOLS = 1 << 27
+"""The most symbols a decoder produces unless its caller allows more (1 GiB)."""
+
+_INT64_MAX = (1 << 63) - 1
 
 
 class CorruptFileError(ValueError):
@@ -160,14 +180,78 @@ def write_table(alphabet: np.ndarray, freq: np.ndarray) -> bytes:
     return write_varints(np.diff(alphabet, prepend=0)) + write_varints(freq)
 
 
+def read_alphabet(header: bytes, pos: int, k: int, what: str):
+    """Read ``k`` alphabet gaps; check the symbols increase and fit in int64.
+
+    Returns (alphabet as int64, position after the gaps).
+
+    >>> read_alphabet(write_varints([3, 6]), 0, 2, "test")
+    (array([3, 9]), 2)
+    >>> read_alphabet(write_varints([3, 0]), 0, 2, "test")
+    Traceback (most recent call last):
+    ...
+    mlcomp.coding._format.CorruptFileError: test has an invalid alphabet
+    """
+    if k > len(header) - pos:  # every gap takes at least one byte
+        raise CorruptFileError(f"{what} is truncated")
+    gaps, pos = read_varints(header, k, pos, what)
+    if any(g < 1 for g in gaps[1:]) or sum(gaps) > _INT64_MAX:
+        raise CorruptFileError(f"{what} has an invalid alphabet")
+    return np.cumsum(np.array(gaps, dtype=np.int64)), pos
+
+
 def read_table(header: bytes, pos: int, k: int, precision: int, what: str):
     """Read :func:`write_table`'s output; check the frequencies sum to 2**precision.
 
     Returns (alphabet, frequencies, position after the table).
     """
-    gaps, pos = read_varints(header, k, pos, what)
+    alphabet, pos = read_alphabet(header, pos, k, what)
     freq, pos = read_varints(header, k, pos, what)
-    freq = np.array(freq, dtype=np.int64)
-    if freq.size != k or freq.sum() != 1 << precision or not (freq >= 1).all():
+    if any(f < 1 for f in freq) or sum(freq) != 1 << precision:
         raise CorruptFileError(f"{what} has an invalid frequency table")
-    return np.cumsum(np.array(gaps, dtype=np.int64)), freq, pos
+    return alphabet, np.array(freq, dtype=np.int64), pos
+
+
+def check_count(
+    n: int,
+    payload_bits: int,
+    min_cost: float,
+    max_symbols: int | None,
+    what: str,
+) -> None:
+    """Refuse a declared symbol count that the payload cannot carry, or too many.
+
+    Each symbol costs at least ``min_cost`` bits (the shortest code, or
+    ``-log2`` of the largest probability), so a payload of ``payload_bits``
+    (plus 64 bits for a coder's final state) holds at most
+    ``(payload_bits + 64) / min_cost`` symbols. A count above that is
+    corrupt; a count above ``max_symbols`` (default :data:`MAX_SYMBOLS`)
+    could be real but is refused so that memory stays bounded.
+
+    >>> check_count(100, payload_bits=8, min_cost=1.0, max_symbols=None, what="t")
+    Traceback (most recent call last):
+    ...
+    mlcomp.coding._format.CorruptFileError: t declares 100 symbols, more than ...
+    """
+    limit = MAX_SYMBOLS if max_symbols is None else max_symbols
+    if min_cost > 0 and n > 1.01 * (payload_bits + 64) / min_cost + 1:
+        raise CorruptFileError(
+            f"{what} declares {n:,} symbols, more than its {payload_bits}-bit "
+            "payload can carry"
+        )
+    if n > limit:
+        raise CorruptFileError(
+            f"{what} declares {n:,} symbols, more than the limit of {limit:,}; "
+            "pass max_symbols= to decode a larger message"
+        )
+
+
+def min_cost_bits(freq: np.ndarray, precision: int) -> float:
+    """``-log2`` of the largest probability ``freq / 2**precision``.
+
+    The least any symbol costs, in bits.
+
+    >>> round(min_cost_bits(np.array([3, 1]), 2), 6)  # the largest is 3/4
+    0.415037
+    """
+    return -math.log2(int(freq.max()) / (1 << precision))

@@ -34,6 +34,8 @@ import numpy as np
 from mlcomp.coding._format import (
     CorruptFileError,
     as_symbols,
+    check_count,
+    min_cost_bits,
     pack,
     read_table,
     read_varints,
@@ -317,8 +319,12 @@ def encode(
     return pack(_MAGIC, _VERSION, header, payload)
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     """Decode a stream made by :func:`encode`; returns int64 symbols.
+
+    Raises :class:`~mlcomp.coding.CorruptFileError` when the stream is
+    truncated, corrupted, or not an arithmetic-coded stream, or declares
+    more than ``max_symbols`` symbols (default ``MAX_SYMBOLS``).
 
     >>> decode(encode([7, 7, 3])).tolist()
     [7, 7, 3]
@@ -328,9 +334,13 @@ def decode(data: bytes) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
     what = "arithmetic-coding header"
+    if not (1 <= precision <= 24 and k >= 1):
+        raise CorruptFileError(f"{what} has invalid parameters")
     alphabet, freq, pos = read_table(header, pos, k, precision, what)
     if pos != len(header):
         raise CorruptFileError(f"{what} has trailing bytes")
+    min_cost = min_cost_bits(freq, precision)
+    check_count(n, 8 * len(payload), min_cost, max_symbols, "arithmetic stream")
     cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
     bits = np.unpackbits(np.frombuffer(payload, np.uint8))
     idx, used = _decode_static(bits, n, cdf)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -51,7 +52,7 @@ import torch
 from tqdm import tqdm
 
 from mlcomp.coding import huffman, rans
-from mlcomp.coding._format import CorruptFileError
+from mlcomp.coding._format import MAX_SYMBOLS, CorruptFileError
 from mlcomp.coding.bits import pack_bits, unpack_bits
 from mlcomp.prune.storage import relative_gaps
 from mlcomp.quant import core as quant_core
@@ -133,10 +134,10 @@ def _code_ints(values: np.ndarray, bits: int, coder: str) -> bytes:
 
 
 def _decode_ints(data: bytes, bits: int, coder: str, count: int) -> np.ndarray:
-    if coder == "huffman":
-        out = huffman.decode(data)
+    if coder == "huffman":  # a stream may hold no more than the header says
+        out = huffman.decode(data, max_symbols=count)
     elif coder == "rans":
-        out = rans.decode(data)
+        out = rans.decode(data, max_symbols=count)
     else:
         out = unpack_bits(data, bits, count)
         if len(data) != (count * bits + 7) // 8:
@@ -283,6 +284,7 @@ def save_compressed(
     path: str | os.PathLike,
     spec: SpecLike | None = None,
     progress: bool = False,
+    reference: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
     """Write ``state_dict`` to an ``.mlc`` file; without ``spec``, losslessly.
 
@@ -293,7 +295,11 @@ def save_compressed(
     is written by :func:`mlcomp.utils.atomic_open` (a unique temporary file,
     fsync, rename), so a failed or concurrent save never leaves a
     half-written file behind. ``progress`` shows a bar over the
-    tensors.
+    tensors. Each lossy tensor's header records ``max_error``, the largest
+    ``|decoded - x|`` over its entries, measured by decoding what was
+    encoded; ``x`` is the tensor itself, or ``reference[name]`` when given
+    (e.g. the weights before pruning, so that the bound covers the pruning
+    too).
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/exact.mlc"
@@ -337,7 +343,10 @@ def save_compressed(
         entry |= {"name": name, "shape": list(tensor.shape), "dtype": dtype}
         if s is not None:  # decode what was encoded: the stated error is measured
             back = torch.from_numpy(_decode(entry, sections, name)).to(tensor.dtype)
-            error = (back.double() - tensor.reshape(-1).double()).abs()
+            x = tensor if reference is None else reference[name].detach().cpu()
+            if x.shape != tensor.shape:
+                raise ValueError(f"reference[{name!r}] has another shape")
+            error = (back.double() - x.reshape(-1).double()).abs()
             entry["max_error"] = float(error.max()) if error.numel() else 0.0
         entry["sections"] = [
             {"kind": kind, "length": len(blob), "crc32": zlib.crc32(blob)}
@@ -354,24 +363,174 @@ def save_compressed(
             f.write(blob)
 
 
-def _read_header(data: bytes, path) -> tuple[list[dict], int]:
-    if len(data) < 9 or data[:4] != MAGIC:
-        raise CorruptFileError(f"{path} is not an .mlc file (no MLC magic number)")
-    if data[4] != VERSION:
-        raise CorruptFileError(
-            f"{path} is .mlc version {data[4]}; this reader knows version {VERSION}"
+MAX_ELEMENTS = MAX_SYMBOLS
+"""The most entries a tensor of a file may declare (2**27); no model here is near."""
+
+_SPEC_FIELDS = {f.name: f.type for f in dataclasses.fields(TensorSpec)}
+_SECTION_KINDS = {"raw", "mask", "index", "codebook", "values"}
+
+
+def _fail(path, message: str):
+    raise CorruptFileError(f"{path}: {message}")
+
+
+def _check_entry(e, path, seen: set) -> None:
+    """Validate one header entry's fields and types before anything is allocated."""
+    if not isinstance(e, dict):
+        _fail(path, "a header entry is not an object")
+    name = e.get("name")
+    if not isinstance(name, str):
+        _fail(path, "a tensor has no name")
+    if name in seen:
+        _fail(path, f"tensor {name!r} appears twice")
+    seen.add(name)
+    shape, dtype = e.get("shape"), e.get("dtype")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        _fail(path, f"tensor {name!r} has an invalid shape")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        _fail(
+            path, f"tensor {name!r} declares {count:,} entries (limit {MAX_ELEMENTS:,})"
         )
-    end = 9 + int.from_bytes(data[5:9], "little")
-    if len(data) < end + 4:
-        raise CorruptFileError(f"{path} is truncated inside its header")
-    header = data[9:end]
-    if zlib.crc32(header) != int.from_bytes(data[end : end + 4], "little"):
-        raise CorruptFileError(f"{path}: the header is corrupted (CRC-32 mismatch)")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        _fail(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    sections = e.get("sections")
+    if not isinstance(sections, list) or not all(
+        isinstance(x, dict)
+        and isinstance(x.get("kind"), str)
+        and x["kind"] in _SECTION_KINDS
+        and isinstance(x.get("length"), int)
+        and x["length"] >= 0
+        and isinstance(x.get("crc32"), int)
+        for x in sections
+    ):
+        _fail(path, f"tensor {name!r} has an invalid section list")
+    kinds = [x["kind"] for x in sections]
+    length = {x["kind"]: x["length"] for x in sections}
+    if len(set(kinds)) != len(kinds):
+        _fail(path, f"tensor {name!r} lists a section twice")
+    if "spec" not in e:
+        _fail(path, f"tensor {name!r} has no spec")
+    spec = e["spec"]
+    if spec is None:
+        if kinds != ["raw"] or length["raw"] != count * _DTYPES[dtype].itemsize:
+            _fail(path, f"tensor {name!r}: its exact bytes have the wrong size")
+        return
+    if not isinstance(spec, dict) or set(spec) != set(_SPEC_FIELDS):
+        _fail(path, f"tensor {name!r} has an invalid spec")
     try:
-        entries = json.loads(zlib.decompress(header))["tensors"]
-    except (ValueError, KeyError, TypeError, zlib.error) as err:
-        raise CorruptFileError(f"{path}: the header is not valid .mlc JSON") from err
-    return entries, end + 4
+        s = TensorSpec(**spec)
+    except (TypeError, ValueError) as err:
+        _fail(path, f"tensor {name!r} has an invalid spec ({err})")
+    if (
+        s.sparsity == "auto"
+        or s.coder == "auto"
+        or not _DTYPES[dtype].is_floating_point
+    ):
+        _fail(path, f"tensor {name!r} has an unresolved or impossible spec")
+    stored = e.get("stored")
+    if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
+        _fail(path, f"tensor {name!r} has an invalid stored count")
+    need = {"dense": [], "bitmask": ["mask"], "relative": ["index"]}[s.sparsity]
+    need = need + (["codebook"] if s.values == "codebook" else []) + ["values"]
+    if sorted(kinds) != sorted(need):
+        _fail(path, f"tensor {name!r} has sections {kinds}, expected {need}")
+    if s.sparsity == "dense" and stored != count:
+        _fail(path, f"tensor {name!r}: a dense tensor stores every entry")
+    if s.sparsity == "bitmask" and (
+        stored > count or length["mask"] != (count + 7) // 8
+    ):
+        _fail(path, f"tensor {name!r}: the bitmask has the wrong size")
+    if s.sparsity == "relative" and stored > count * (1 + 1 / (1 << s.index_bits)) + 1:
+        _fail(path, f"tensor {name!r} stores more entries than it has")
+    if s.values in ("float32", "float16"):
+        if length["values"] != stored * (4 if s.values == "float32" else 2):
+            _fail(path, f"tensor {name!r}: values have the wrong length")
+    elif s.coder == "none" and length["values"] != (stored * s.bits + 7) // 8:
+        _fail(path, f"tensor {name!r}: packed values have the wrong length")
+    if s.sparsity == "relative" and s.coder == "none":
+        if length["index"] != (stored * s.index_bits + 7) // 8:
+            _fail(path, f"tensor {name!r}: packed indices have the wrong length")
+    if s.values == "uniform":
+        rows = shape[0] if s.per_channel and shape else 1
+        for field in ("scale", "zero_point"):
+            v = e.get(field)
+            if not isinstance(v, list) or len(v) != max(rows, 1) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool)
+                and math.isfinite(x) for x in v
+            ):  # fmt: skip
+                _fail(path, f"tensor {name!r} has an invalid {field}")
+        if not all(x > 0 for x in e["scale"]) or not all(
+            0 <= z < 1 << s.bits for z in e["zero_point"]
+        ):
+            _fail(path, f"tensor {name!r} has an invalid scale or zero point")
+    if s.values == "codebook":
+        item = 8 if dtype == "float64" else 4
+        if not 0 < length["codebook"] <= item << s.bits or length["codebook"] % item:
+            _fail(path, f"tensor {name!r}: the codebook has the wrong size")
+    error = e.get("max_error", 0.0)
+    if not isinstance(error, (int, float)) or isinstance(error, bool) or error < 0:
+        _fail(path, f"tensor {name!r} has an invalid max_error")
+
+
+def _read_header(f, path, file_size: int) -> tuple[list[dict], int]:
+    """Read and validate the header from the open file ``f``; (entries, its bytes).
+
+    Nothing is read beyond what the file holds, the decompressed JSON is
+    bounded, and every entry is checked (:func:`_check_entry`) so that the
+    sections it declares add up to the file exactly.
+    """
+    head = f.read(9)
+    if len(head) < 9 or head[:4] != MAGIC:
+        _fail(path, "not an .mlc file (no MLC magic number)")
+    if head[4] != VERSION:
+        _fail(path, f".mlc version {head[4]}; this reader knows version {VERSION}")
+    size = int.from_bytes(head[5:9], "little")
+    end = 9 + size + 4
+    if end > file_size:
+        _fail(path, "truncated inside its header")
+    header = f.read(size)
+    crc = f.read(4)
+    if zlib.crc32(header) != int.from_bytes(crc, "little"):
+        _fail(path, "the header is corrupted (CRC-32 mismatch)")
+    inflate = zlib.decompressobj()
+    limit = (1 << 20) + 64 * size  # a zlib bomb stops here
+    try:
+        text = inflate.decompress(header, limit)
+        if inflate.unconsumed_tail or not inflate.eof:
+            _fail(path, f"the header inflates to more than {limit:,} bytes")
+        entries = json.loads(text)["tensors"]
+    except (ValueError, KeyError, TypeError, RecursionError, zlib.error) as err:
+        if isinstance(err, CorruptFileError):
+            raise
+        raise CorruptFileError(f"{path}: the header is not valid .mlc JSON") from None
+    if not isinstance(entries, list):
+        _fail(path, "the header is not valid .mlc JSON")
+    seen: set = set()
+    for e in entries:
+        _check_entry(e, path, seen)
+    sections = sum(x["length"] for e in entries for x in e["sections"])
+    if end + sections != file_size:
+        what = "truncated" if end + sections > file_size else "has trailing bytes"
+        _fail(path, f"{what}: the header declares {end + sections:,} bytes, "
+                    f"the file has {file_size:,}")  # fmt: skip
+    return entries, end
+
+
+def _sections(f, entry: dict, path) -> dict[str, bytes]:
+    """Read one tensor's sections from ``f``, each checked by its CRC-32."""
+    out = {}
+    for sec in entry["sections"]:
+        blob = f.read(sec["length"])
+        if len(blob) != sec["length"]:
+            _fail(path, f"truncated: tensor {entry['name']!r}, section {sec['kind']!r}")
+        if zlib.crc32(blob) != sec["crc32"]:
+            _fail(path, f"tensor {entry['name']!r}, section {sec['kind']!r} is "
+                        "corrupted (CRC-32 mismatch)")  # fmt: skip
+        out[sec["kind"]] = blob
+    return out
 
 
 def load_compressed(
@@ -388,54 +547,33 @@ def load_compressed(
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    entries, pos = _read_header(data, path)
     state = {}
-    for entry in tqdm(entries, desc="decompressing", unit="tensor",
-                      disable=not progress):  # fmt: skip
-        name = entry["name"]
-        sections = {}
-        for sec in entry["sections"]:
-            blob = data[pos : pos + sec["length"]]
-            if len(blob) != sec["length"]:
-                raise CorruptFileError(
-                    f"{path} is truncated: tensor {name!r}, section {sec['kind']!r}"
-                )
-            if zlib.crc32(blob) != sec["crc32"]:
-                raise CorruptFileError(
-                    f"{path}: tensor {name!r}, section {sec['kind']!r} is corrupted "
-                    "(CRC-32 mismatch)"
-                )
-            sections[sec["kind"]] = blob
-            pos += sec["length"]
-        dtype = _DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise CorruptFileError(f"{path}: tensor {name!r} has unknown dtype")
-        shape = tuple(entry["shape"])
-        if entry["spec"] is None:
-            raw = bytearray(sections["raw"])
-            if len(raw) != int(np.prod(shape)) * dtype.itemsize:
-                raise CorruptFileError(f"{path}: tensor {name!r} has the wrong size")
-            if not raw:  # torch.frombuffer refuses an empty buffer
-                state[name] = torch.empty(shape, dtype=dtype)
-                continue
-            raw = torch.frombuffer(raw, dtype=torch.uint8)
-            state[name] = raw.view(dtype).reshape(shape).clone()
-        else:
-            x = _decode(entry, sections, name)
-            state[name] = torch.from_numpy(x).to(dtype).reshape(shape)
-    if pos != len(data):
-        raise CorruptFileError(
-            f"{path} has {len(data) - pos} unexpected trailing bytes"
-        )
+    with open(path, "rb") as f:
+        entries, _ = _read_header(f, path, os.fstat(f.fileno()).st_size)
+        for entry in tqdm(entries, desc="decompressing", unit="tensor",
+                          disable=not progress):  # fmt: skip
+            name, sections = entry["name"], _sections(f, entry, path)
+            dtype, shape = _DTYPES[entry["dtype"]], tuple(entry["shape"])
+            if entry["spec"] is None:
+                raw = bytearray(sections["raw"])  # its size checked with the header
+                if not raw:  # torch.frombuffer refuses an empty buffer
+                    state[name] = torch.empty(shape, dtype=dtype)
+                    continue
+                raw = torch.frombuffer(raw, dtype=torch.uint8)
+                state[name] = raw.view(dtype).reshape(shape).clone()
+            else:
+                x = _decode(entry, sections, name)
+                state[name] = torch.from_numpy(x).to(dtype).reshape(shape)
     return state
 
 
-def inspect(path: str | os.PathLike) -> pd.DataFrame:
+def inspect(path: str | os.PathLike, verify: bool = True) -> pd.DataFrame:
     """Per-tensor table of an ``.mlc`` file: representation, bytes and error.
 
-    Reads only the header (checked by its CRC-32), not the tensors. Columns:
+    Checks the header (its CRC-32, every field, and that the sections it
+    declares fill the file exactly) and, with ``verify`` (the default), the
+    CRC-32 of every section, one section at a time; ``verify=False`` reads
+    the header only. Columns:
     the resolved representation; ``bytes`` of the tensor's sections, split
     into ``value bytes`` (codes or raw values), ``index bytes`` (bitmask or
     relative indices) and ``codebook bytes``; ``bits/entry`` over all
@@ -457,10 +595,11 @@ def inspect(path: str | os.PathLike) -> pd.DataFrame:
     True
     """
     with open(path, "rb") as f:
-        head = f.read(9)
-        if len(head) == 9 and head[:4] == MAGIC:
-            head += f.read(int.from_bytes(head[5:9], "little") + 4)
-    entries, header_bytes = _read_header(head, path)
+        file_size = os.fstat(f.fileno()).st_size
+        entries, header_bytes = _read_header(f, path, file_size)
+        if verify:
+            for entry in entries:
+                _sections(f, entry, path)
     rows = []
     for e in entries:
         s = e["spec"] or {}
@@ -497,5 +636,5 @@ def inspect(path: str | os.PathLike) -> pd.DataFrame:
                "max error"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns).set_index("tensor")
     table.attrs["header_bytes"] = header_bytes
-    table.attrs["file_bytes"] = header_bytes + int(table["bytes"].sum())
+    table.attrs["file_bytes"] = file_size  # = header + sections, checked above
     return table

@@ -26,7 +26,9 @@ import numpy as np
 from mlcomp.coding._format import (
     CorruptFileError,
     as_symbols,
+    check_count,
     pack,
+    read_alphabet,
     read_varints,
     unpack,
     write_varints,
@@ -278,28 +280,33 @@ def encode(
     return pack(_MAGIC, _VERSION, header, payload)
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     """Decode a stream made by :func:`encode`; returns int64 symbols.
 
     Raises :class:`~mlcomp.coding.CorruptFileError` when the stream is
-    truncated, corrupted, or not a Huffman stream.
+    truncated, corrupted, or not a Huffman stream, or declares more than
+    ``max_symbols`` symbols (default ``MAX_SYMBOLS``; see
+    :func:`~mlcomp.coding._format.check_count`).
 
     >>> decode(encode([2, 0, 2, 2])).tolist()
     [2, 0, 2, 2]
     """
     header, payload = unpack(data, _MAGIC, _VERSION)
     (n, k), pos = read_varints(header, 2)
-    gaps, pos = read_varints(header, k, pos)
+    alphabet, pos = read_alphabet(header, pos, k, "Huffman header")
     lengths = np.frombuffer(header[pos : pos + k], np.uint8).astype(np.int64)
     if lengths.size != k or pos + k != len(header):
         raise CorruptFileError("Huffman header is truncated or has trailing bytes")
-    alphabet = np.cumsum(np.array(gaps, dtype=np.int64))
     if n == 0:
         return np.zeros(0, np.int64)
+    if k == 0:
+        raise CorruptFileError("Huffman header declares symbols but no alphabet")
+    if k > 1 and (lengths.max() > MAX_LENGTH or lengths.min() < 1):
+        raise CorruptFileError("Huffman header has invalid code lengths")
+    min_cost = 0.0 if k == 1 else float(lengths.min())  # one symbol: 0 bits
+    check_count(n, 8 * len(payload), min_cost, max_symbols, "Huffman stream")
     if k == 1:
         return np.full(n, alphabet[0], np.int64)
-    if k == 0 or lengths.max() > MAX_LENGTH or lengths.min() < 1:
-        raise CorruptFileError("Huffman header has invalid code lengths")
     try:
         codes = canonical_codes(lengths)
     except ValueError as err:

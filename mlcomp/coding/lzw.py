@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlcomp.coding._format import (
+    MAX_SYMBOLS,
     CorruptFileError,
     pack,
     read_varints,
@@ -100,8 +101,13 @@ def encode(data: bytes, max_bits: int = 12) -> bytes:
     return pack(_MAGIC, _VERSION, header, payload)
 
 
-def decode(data: bytes) -> bytes:
+def decode(data: bytes, max_bytes: int | None = None) -> bytes:
     """Decode a stream made by :func:`encode`.
+
+    A stream that declares more than ``max_bytes`` of output (default
+    ``MAX_SYMBOLS``), or whose codes would write more than it declares, is
+    refused with :class:`~mlcomp.coding.CorruptFileError` before the output
+    grows past the declared size.
 
     >>> decode(encode(b"abracadabra"))
     b'abracadabra'
@@ -110,6 +116,12 @@ def decode(data: bytes) -> bytes:
     (size, max_bits), _ = read_varints(header, 2)
     if not 9 <= max_bits <= 16:
         raise CorruptFileError(f"LZW header has invalid max_bits {max_bits}")
+    limit = MAX_SYMBOLS if max_bytes is None else max_bytes
+    if size > limit:
+        raise CorruptFileError(
+            f"LZW stream declares {size:,} bytes, more than the limit of {limit:,}; "
+            "pass max_bytes= to decode a larger message"
+        )
     bits = np.unpackbits(np.frombuffer(payload, np.uint8))
     weights = 1 << np.arange(15, -1, -1)
     pos, k = 0, 0
@@ -139,6 +151,8 @@ def decode(data: bytes) -> bytes:
         else:
             raise CorruptFileError(f"LZW stream is corrupted: unknown code {code}")
         out += entry
+        if len(out) > size:
+            raise CorruptFileError(f"LZW stream decodes to more than {size} bytes")
         if prev is not None and len(table) < 1 << max_bits:
             table.append(table[prev] + entry[:1])
         prev = code

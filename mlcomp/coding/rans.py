@@ -28,6 +28,8 @@ import numpy as np
 from mlcomp.coding._format import (
     CorruptFileError,
     as_symbols,
+    check_count,
+    min_cost_bits,
     pack,
     read_table,
     read_varints,
@@ -146,11 +148,12 @@ def encode(
     return pack(_MAGIC, _VERSION, header, words.astype("<u4").tobytes())
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     """Decode a stream made by :func:`encode`; returns int64 symbols.
 
     Raises :class:`~mlcomp.coding.CorruptFileError` when the stream is
-    truncated, corrupted, or not an rANS stream.
+    truncated, corrupted, or not an rANS stream, or declares more than
+    ``max_symbols`` symbols (default ``MAX_SYMBOLS``).
 
     >>> decode(encode([5, 5, 1, 5])).tolist()
     [5, 5, 1, 5]
@@ -164,6 +167,9 @@ def decode(data: bytes) -> np.ndarray:
     alphabet, freq, pos = read_table(header, pos, k, precision, "rANS header")
     if pos != len(header):
         raise CorruptFileError("rANS header has trailing bytes")
+    min_cost = min_cost_bits(freq, precision)
+    bits = 8 * len(payload) + 32 * streams  # the states' last words included
+    check_count(n, bits, min_cost, max_symbols, "rANS stream")
     if len(payload) % 4:
         raise CorruptFileError("rANS payload is not a whole number of 32-bit words")
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
