@@ -21,6 +21,7 @@ from mlcomp.data import (
     reservoir_sample,
     synth,
 )
+from mlcomp.data.schema import read_partition
 
 
 def exact_variance(column) -> float:
@@ -735,3 +736,73 @@ def test_running_moments_update_returns_itself_like_merge():
     assert rm.update(np.ones((4, 2))) is rm and rm.update(np.ones((0, 2))) is rm
     assert rm.merge(RunningMoments().update(np.zeros((4, 2)))) is rm
     np.testing.assert_allclose(rm.mean, [0.5, 0.5])
+
+
+def test_keys_out_of_int64_or_float_precision_are_quarantined_not_wrapped():
+    from mlcomp.data.schema import Schema, validate
+
+    schema = Schema(numeric=("x",), outliers=(), text=())
+    frame = pd.DataFrame(
+        {"row_id": ["1", "1e20", "-1e19", "12345678901234567890123", "7"],
+         "x": [1.0, 2.0, 3.0, 4.0, 5.0]}
+    )  # fmt: skip
+    rows, bad, counts = validate(frame, schema)
+    assert rows["row_id"].tolist() == [1, 7]
+    assert counts["quarantined"] == {
+        "row_id is out of the exactly representable range": 3
+    }
+    huge = pd.DataFrame({"row_id": np.array([3, 2**64 - 1], np.uint64), "x": [1.0, 2]})
+    rows, bad, _ = validate(huge, schema)
+    assert rows["row_id"].tolist() == [3] and len(bad) == 1
+
+
+def test_repeated_keys_and_non_numeric_types_are_not_passed_through():
+    from mlcomp.data.schema import Schema, validate
+
+    schema = Schema(numeric=("x",), outliers=(), text=())
+    frame = pd.DataFrame({"row_id": [4, 5, 4], "x": [1.0, 2.0, 3.0]})
+    rows, bad, counts = validate(frame, schema)
+    assert rows["x"].tolist() == [1.0, 2.0]
+    assert counts["quarantined"] == {"row_id repeats an earlier row's key": 1}
+    for column in (pd.Series([True, False, True]), pd.date_range("2026", periods=3)):
+        with pytest.raises(ValueError, match="numeric column 'x' holds"):
+            validate(frame.assign(x=column), schema)
+
+
+def test_parquet_the_pipeline_would_skip_is_an_error(tmp_path):
+    root = synth.make_table(tmp_path / "raw", rows_per_partition=200, partitions=2)
+    (root / "table" / "late").mkdir()
+    (root / "table" / "part-00000.parquet").rename(root / "table" / "late" / "p.PARQUET")
+    with pytest.raises(ValueError, match=r"does not read \(late/p.PARQUET\)"):
+        outofcore.clean_table(root / "table", tmp_path / "clean")
+
+
+def test_a_flipped_bit_in_a_partition_is_caught_by_page_checksums(tmp_path):
+    import random
+
+    root = synth.make_table(tmp_path / "raw", rows_per_partition=300, partitions=1)
+    part = root / "table" / "part-00000.parquet"
+    original, data = pd.read_parquet(part), part.read_bytes()
+    import pyarrow.parquet as pq
+
+    # the pages: from after the magic number to the end of the last column chunk
+    # (the footer, with the schema and statistics, has no checksum in Parquet)
+    meta = pq.ParquetFile(part).metadata.row_group(0)
+    last = meta.column(meta.num_columns - 1)
+    pages_end = (last.dictionary_page_offset or last.data_page_offset) + (
+        last.total_compressed_size
+    )
+    r, caught = random.Random(0), 0
+    for _ in range(40):
+        flipped = bytearray(data)
+        at = r.randrange(4, pages_end)
+        flipped[at] ^= 1 << r.randrange(8)
+        part.write_bytes(bytes(flipped))
+        try:
+            got = read_partition(part)
+        except ValueError as err:
+            assert "cannot be read as Parquet" in str(err)
+            caught += 1
+            continue
+        pd.testing.assert_frame_equal(got, original)  # never silently other rows
+    assert caught >= 30

@@ -104,8 +104,9 @@ def _pass_write(path: str, dst: str, schema: Schema, params: dict) -> dict:
     done = {"rows_out": len(rows), "outliers": {}, "imputed": {}}
     if len(quarantine):
         quarantine.to_parquet(
-            Path(dst) / "quarantine" / name, index=False, compression="zstd"
-        )
+            Path(dst) / "quarantine" / name, index=False, compression="zstd",
+            write_page_checksum=True,
+        )  # fmt: skip
     if not len(rows):
         return done
     values = _inliers(rows, schema, params["fences"])
@@ -119,7 +120,12 @@ def _pass_write(path: str, dst: str, schema: Schema, params: dict) -> dict:
         done["imputed"][column] = int(filled.sum())
         x = values[column].fillna(params["median"][j])
         rows[column] = (x - params["mean"][j]) / params["std"][j]
-    rows.to_parquet(Path(dst) / "table" / name, index=False, compression="zstd")
+    rows.to_parquet(
+        Path(dst) / "table" / name,
+        index=False,
+        compression="zstd",
+        write_page_checksum=True,
+    )  # a flipped bit is then caught on read
     return done
 
 
@@ -239,6 +245,20 @@ def clean_table(
     """
     src, dst = Path(src), Path(dst)
     files = sorted(str(f) for f in src.glob("*.parquet"))
+    # Parquet the pipeline would not read must not be skipped without a word
+    unread = sorted(
+        str(f.relative_to(src))
+        for f in src.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in (".parquet", ".parq", ".pq")
+        and str(f) not in files
+    )
+    if unread:
+        raise ValueError(
+            f"{src} holds Parquet files that clean_table does not read ({unread[0]}"
+            f"{', ...' if len(unread) > 1 else ''}): it reads SRC/*.parquet only; "
+            "rename or move them, or clean their folder on its own"
+        )
     if not files:
         raise FileNotFoundError(
             f"{src} holds no *.parquet files; generate a table with "

@@ -106,14 +106,37 @@ def validate(
     def flag(mask, why: str) -> None:
         reason[np.asarray(mask, bool) & (reason == None)] = why  # noqa: E711
 
-    key = pd.to_numeric(frame[schema.key], errors="coerce")
-    whole = key.notna() & np.isfinite(key) & (key == np.round(key))
+    raw_key = frame[schema.key]
+    if pd.api.types.is_integer_dtype(raw_key) and not pd.api.types.is_bool_dtype(
+        raw_key
+    ):
+        over = raw_key.astype(object) > np.iinfo(np.int64).max  # uint64 keys
+        flag(over, f"{schema.key} is out of the exactly representable range")
+        key = raw_key.where(~over, 0).astype("Int64")
+        whole = key.notna() & ~over
+    else:  # floats and text: an integer only where float64 holds it exactly
+        key = pd.to_numeric(raw_key, errors="coerce").astype(np.float64)
+        whole = key.notna() & np.isfinite(key) & (key == np.round(key))
+        big = whole & (key.abs() > 2.0**53)
+        flag(big, f"{schema.key} is out of the exactly representable range")
+        whole &= ~big
     flag(~whole, f"{schema.key} is missing or not an integer")
     if frame[schema.key].dtype != np.int64:
         counts["coerced"].append(f"{name}: {schema.key} {frame[schema.key].dtype}")
     out[schema.key] = key.where(whole, 0).astype(np.int64)
+    taken = out[schema.key].where(whole).duplicated(keep="first") & whole
+    flag(taken, f"{schema.key} repeats an earlier row's key")
     for column in schema.numeric:
         raw = frame[column]
+        if (
+            pd.api.types.is_bool_dtype(raw)
+            or pd.api.types.is_datetime64_any_dtype(raw)
+            or isinstance(raw.dtype, pd.DatetimeTZDtype)
+        ):
+            raise ValueError(
+                f"{name}: numeric column {column!r} holds {raw.dtype} values, not "
+                "numbers; convert it before cleaning or list it among the text columns"
+            )
         if raw.dtype == np.float64:
             values = raw
         else:
@@ -163,11 +186,11 @@ def read_partition(path: str) -> pd.DataFrame:
     ...
     ValueError: part-0.parquet: cannot be read as Parquet (...); the file is ...
     """
-    import pyarrow
-
     try:
-        return pd.read_parquet(path)
-    except (OSError, pyarrow.ArrowException) as err:
+        # pages written with a CRC (clean_table and make_table write them) are
+        # verified: a flipped bit is an error here, not a silently changed row
+        return pd.read_parquet(path, page_checksum_verification=True)
+    except Exception as err:  # pyarrow's and pandas' many types: one error here
         raise ValueError(
             f"{Path(path).name}: cannot be read as Parquet ({err}); the file is "
             "corrupt, truncated or not Parquet — regenerate or remove it"
