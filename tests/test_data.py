@@ -772,7 +772,9 @@ def test_repeated_keys_and_non_numeric_types_are_not_passed_through():
 def test_parquet_the_pipeline_would_skip_is_an_error(tmp_path):
     root = synth.make_table(tmp_path / "raw", rows_per_partition=200, partitions=2)
     (root / "table" / "late").mkdir()
-    (root / "table" / "part-00000.parquet").rename(root / "table" / "late" / "p.PARQUET")
+    (root / "table" / "part-00000.parquet").rename(
+        root / "table" / "late" / "p.PARQUET"
+    )
     with pytest.raises(ValueError, match=r"does not read \(late/p.PARQUET\)"):
         outofcore.clean_table(root / "table", tmp_path / "clean")
 
@@ -806,3 +808,30 @@ def test_a_flipped_bit_in_a_partition_is_caught_by_page_checksums(tmp_path):
             continue
         pd.testing.assert_frame_equal(got, original)  # never silently other rows
     assert caught >= 30
+
+
+def test_copies_and_repeated_keys_across_partitions_are_found(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    base = pd.DataFrame(
+        {"row_id": np.arange(6), "age": np.arange(6.0) + 20,
+         "income": np.linspace(1e4, 5e4, 6), "score": np.arange(6.0),
+         "sensor": np.zeros(6), "user": list("abcdef"), "comment": list("uvwxyz")}
+    )  # fmt: skip
+    later = base.iloc[:4].copy()
+    later["row_id"] = [10, 11, 2, 13]  # rows 0, 1: copies under new keys
+    later.loc[2:3, "age"] = [90.0, 91.0]  # row 2: other content, repeated key 2
+    base.to_parquet(src / "part-0.parquet")
+    later.to_parquet(src / "part-1.parquet")
+    for client in (None, "dask"):
+        if client:
+            with outofcore.connect(n_workers=1, processes=False) as c:
+                report = outofcore.clean_table(src, tmp_path / "dask", client=c)
+            out = pd.read_parquet(tmp_path / "dask" / "table")
+        else:
+            report = outofcore.clean_table(src, tmp_path / "here")
+            out = pd.read_parquet(tmp_path / "here" / "table")
+        assert report.duplicates == 2
+        assert report.quarantined == {"row_id repeats a key of an earlier partition": 1}
+        assert sorted(out["row_id"]) == [0, 1, 2, 3, 4, 5, 13]
+        assert report.rows_in == 10 and report.rows_out == 7

@@ -17,12 +17,16 @@ each hold one partition per worker:
 1. **validate and sample** — every partition is checked against a
    :class:`Schema`; rows that cannot be used (a key that is missing or not an
    integer, a number that does not parse, an infinite value) go to a
-   quarantine with their reason, exact duplicates within the partition are
-   dropped (a copy in another partition needs a shuffle by row hash, as
+   quarantine with their reason, exact duplicates and repeated keys within
+   the partition are dropped or quarantined, each row's key and two 64-bit
+   hashes of its content go to bucket files by hash (a shuffle, as
    ``dask.dataframe.DataFrame.drop_duplicates`` does), and a
    :class:`~mlcomp.data.HashSample` of the numeric columns is merged across
    partitions. Its quartiles give Tukey's fences and its medians the fill
-   values;
+   values. The buckets are then read one at a time: a row equal to one of
+   an earlier partition is dropped as a duplicate, and a row whose key an
+   earlier partition already holds is quarantined — in bounded memory
+   (a bucket holds about one partition's records);
 2. **moments** — :class:`~mlcomp.data.RunningMoments` of the values inside
    the fences, merged: the mean and standard deviation for standardizing;
 3. **write** — each partition is cleaned again (the same deterministic
@@ -44,6 +48,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,12 +80,102 @@ __all__ = [
 ]
 
 
-def _pass_sample(path: str, schema: Schema, sample_size: int):
+_REPEATED_KEY = "{key} repeats a key of an earlier partition"
+_HASH_KEYS = ("mlcomp-rows-0001", "mlcomp-rows-0002")  # two 64-bit row hashes
+
+
+def _bucket_of(values: np.ndarray, buckets: int) -> np.ndarray:
+    """A well-mixed bucket per uint64 value (Fibonacci hashing)."""
+    mixed = values.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return (mixed >> np.uint64(40)) % np.uint64(buckets)
+
+
+def _pass_sample(item, schema: Schema, sample_size: int, work: str, buckets: int):
+    index, path = item
     rows, _, counts = validate(read_partition(path), schema, Path(path).name)
     sample = HashSample(sample_size)
     sample.update(rows[schema.key].to_numpy(), rows[list(schema.numeric)].to_numpy())
     counts["values"] = rows[list(schema.numeric)].notna().sum().to_numpy()
+    # what finding duplicates across partitions needs, by bucket: each bucket
+    # holds about one partition's worth of rows from all partitions
+    content = rows[[c for c in rows.columns if c != schema.key]]
+    h1, h2 = (pd.util.hash_pandas_object(content, index=False, hash_key=k).to_numpy()
+              for k in _HASH_KEYS)  # fmt: skip
+    keys = rows[schema.key].to_numpy(np.int64)
+    row = np.arange(len(rows), dtype=np.int64)
+    for kind, spread, record in (
+        ("rows", h1, np.rec.fromarrays([h1, h2, row], names="h1,h2,row")),
+        ("keys", keys.view(np.uint64), np.rec.fromarrays([keys, row], names="key,row")),
+    ):
+        bucket = _bucket_of(spread, buckets)
+        for b in np.unique(bucket):
+            folder = Path(work) / kind / f"{int(b):05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{index:06d}.npy", record[bucket == b])
     return sample, counts
+
+
+def _bucket(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All records of one bucket and the partition index of each."""
+    parts = sorted(folder.glob("*.npy"))
+    records = [np.load(p, allow_pickle=False) for p in parts]
+    where = [
+        np.full(len(r), int(p.stem), np.int64)
+        for p, r in zip(parts, records, strict=True)
+    ]
+    return np.concatenate(records), np.concatenate(where)
+
+
+def _cross_partition(work: Path, n_files: int) -> tuple[list, list]:
+    """Rows to drop (copies of a row in an earlier partition) and rows whose key
+    repeats one of an earlier partition, as sorted row indices per partition.
+
+    One bucket at a time, so memory holds about one partition's records. Rows
+    are equal when both 64-bit hashes of their content are (a false match
+    needs a 128-bit collision); within a partition, validate already removed
+    copies and repeated keys, so every match found here spans partitions.
+    """
+    drop: list[list] = [[] for _ in range(n_files)]
+    for folder in sorted((work / "rows").glob("*")):
+        rec, part = _bucket(folder)
+        order = np.lexsort((rec["row"], part, rec["h2"], rec["h1"]))
+        h1, h2 = rec["h1"][order], rec["h2"][order]
+        again = np.r_[False, (h1[1:] == h1[:-1]) & (h2[1:] == h2[:-1])]
+        for p, r in zip(part[order][again], rec["row"][order][again], strict=True):
+            drop[p].append(r)
+    dropped = np.array(  # one id per dropped row: partition and row together
+        [(p << 40) + r for p, rows in enumerate(drop) for r in rows], np.int64
+    )
+    repeat: list[list] = [[] for _ in range(n_files)]
+    for folder in sorted((work / "keys").glob("*")):
+        rec, part = _bucket(folder)
+        if dropped.size:
+            keep = ~np.isin((part << 40) + rec["row"], dropped)
+            rec, part = rec[keep], part[keep]
+        order = np.lexsort((rec["row"], part, rec["key"]))
+        key = rec["key"][order]
+        again = np.r_[False, key[1:] == key[:-1]]
+        for p, r in zip(part[order][again], rec["row"][order][again], strict=True):
+            repeat[p].append(r)
+    return (
+        [np.sort(np.array(d, np.int64)) for d in drop],
+        [np.sort(np.array(r, np.int64)) for r in repeat],
+    )
+
+
+def _validated(item, schema: Schema, cross: dict):
+    """A partition validated, minus the rows found to repeat earlier partitions.
+
+    Returns (rows, quarantine, rows whose key repeats an earlier partition's).
+    """
+    index, path = item
+    rows, quarantine, _ = validate(read_partition(path), schema, Path(path).name)
+    drop, repeat = cross["drop"][index], cross["repeat"][index]
+    if not len(drop) and not len(repeat):
+        return rows, quarantine, rows.iloc[:0]
+    keep = np.ones(len(rows), bool)
+    keep[drop] = keep[repeat] = False
+    return rows[keep].reset_index(drop=True), quarantine, rows.iloc[repeat]
 
 
 def _inliers(rows: pd.DataFrame, schema: Schema, fences: dict) -> pd.DataFrame:
@@ -90,17 +185,21 @@ def _inliers(rows: pd.DataFrame, schema: Schema, fences: dict) -> pd.DataFrame:
     return values
 
 
-def _pass_moments(path: str, schema: Schema, fences: dict) -> RunningMoments:
-    rows, _, _ = validate(read_partition(path), schema, Path(path).name)
+def _pass_moments(item, schema: Schema, fences: dict, cross: dict) -> RunningMoments:
+    rows, _, _ = _validated(item, schema, cross)
     rm = RunningMoments()
     if len(rows):
         rm.update(_inliers(rows, schema, fences).to_numpy())
     return rm
 
 
-def _pass_write(path: str, dst: str, schema: Schema, params: dict) -> dict:
-    name = Path(path).name
-    rows, quarantine, _ = validate(read_partition(path), schema, name)
+def _pass_write(item, dst: str, schema: Schema, params: dict, cross: dict) -> dict:
+    name = Path(item[1]).name
+    rows, quarantine, repeated = _validated(item, schema, cross)
+    if len(repeated):  # quarantined as validated (the original text is not kept)
+        why = _REPEATED_KEY.format(key=schema.key)
+        late = repeated.astype(str).assign(reason=why, partition=name)
+        quarantine = pd.concat([quarantine, late], ignore_index=True)
     done = {"rows_out": len(rows), "outliers": {}, "imputed": {}}
     if len(quarantine):
         quarantine.to_parquet(
@@ -297,8 +396,21 @@ def clean_table(
         add_counts(counts, part_counts)
         values = values + part_counts.pop("values")
 
-    fn = functools.partial(_pass_sample, schema=schema, sample_size=sample_size)
-    _run(fn, files, client, progress, "validate, sample", fold_sample)
+    work = dst / ".work"  # bucket files for the cross-partition checks
+    if work.exists():
+        shutil.rmtree(work)
+    items = list(enumerate(files))
+    fn = functools.partial(_pass_sample, schema=schema, sample_size=sample_size,
+                           work=str(work), buckets=len(files))  # fmt: skip
+    _run(fn, items, client, progress, "validate, sample", fold_sample)
+    drop, repeat = _cross_partition(work, len(files))
+    shutil.rmtree(work, ignore_errors=True)
+    cross = {"drop": drop, "repeat": repeat}
+    counts["duplicates"] += int(sum(len(d) for d in drop))
+    n_repeat = int(sum(len(r) for r in repeat))
+    if n_repeat:
+        why = _REPEATED_KEY.format(key=schema.key)
+        counts["quarantined"][why] = counts["quarantined"].get(why, 0) + n_repeat
     counts["empty_partitions"].sort()
     counts["coerced"].sort()
     empty = [c for c, n in zip(schema.numeric, values, strict=True) if n == 0]
@@ -316,8 +428,8 @@ def clean_table(
 
     # pass 2: moments of the values inside the fences, merged in file order
     parts: list = [None] * len(files)
-    fn = functools.partial(_pass_moments, schema=schema, fences=fences)
-    _run(fn, files, client, progress, "moments", parts.__setitem__)
+    fn = functools.partial(_pass_moments, schema=schema, fences=fences, cross=cross)
+    _run(fn, items, client, progress, "moments", parts.__setitem__)
     moments = RunningMoments()
     for part in parts:
         moments.merge(part)
@@ -334,8 +446,9 @@ def clean_table(
             for column, n in result[field].items():
                 done[field][column] = done[field].get(column, 0) + n
 
-    fn = functools.partial(_pass_write, dst=str(dst), schema=schema, params=params)
-    _run(fn, files, client, progress, "write", fold_write)
+    fn = functools.partial(_pass_write, dst=str(dst), schema=schema, params=params,
+                           cross=cross)  # fmt: skip
+    _run(fn, items, client, progress, "write", fold_write)
     names = list(schema.numeric)
     report = CleanReport(
         **counts,
