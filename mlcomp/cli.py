@@ -225,7 +225,9 @@ def _decompress(args: argparse.Namespace) -> int:
     from mlcomp.coding import load_compressed
 
     _refuse_overwriting(Path(args.output), _existing(args.file))
-    state = load_compressed(args.file, progress=not args.quiet)
+    state = load_compressed(
+        args.file, progress=not args.quiet, max_elements=args.max_elements
+    )
     write_state_dict(state, args.output)
     print(f"{args.output}: {len(state)} tensors")
     return 0
@@ -314,6 +316,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="MODEL.safetensors (or .pt)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--max-elements", type=int, default=None, metavar="N",
+                   help="allow N entries in all (default: 4,096 per byte of "
+                        "the file); a tiny file declaring a huge model is "
+                        "refused")  # fmt: skip
     p.set_defaults(run=_decompress)
     return parser
 

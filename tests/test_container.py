@@ -253,3 +253,13 @@ def test_codebook_is_a_float_table_and_the_header_is_compressed(tmp_path):
 def test_empty_state_dict(tmp_path):
     back, path = roundtrip({}, tmp_path)
     assert back == {} and len(inspect(path)) == 0
+
+
+def test_a_tiny_file_declaring_a_huge_model_needs_permission(tmp_path):
+    path = tmp_path / "zeros.mlc"
+    save_compressed({"w": torch.zeros(2000, 1000)}, path,
+                    TensorSpec(values="codebook", bits=2, coder="huffman"))  # fmt: skip
+    assert path.stat().st_size < 500  # legitimately tiny: every entry is one code
+    with pytest.raises(CorruptFileError, match="pass max_elements="):
+        load_compressed(path)
+    assert load_compressed(path, max_elements=2_000_000)["w"].shape == (2000, 1000)

@@ -534,11 +534,16 @@ def _sections(f, entry: dict, path) -> dict[str, bytes]:
 
 
 def load_compressed(
-    path: str | os.PathLike, progress: bool = False
+    path: str | os.PathLike, progress: bool = False, max_elements: int | None = None
 ) -> dict[str, torch.Tensor]:
     """Read an ``.mlc`` file back into a ``state_dict`` (tensors in saved order).
 
-    ``progress`` shows a bar over the tensors.
+    ``progress`` shows a bar over the tensors. The header is validated
+    first; so that a tiny forged file cannot make the reader allocate
+    gigabytes, the tensors may hold at most ``max_elements`` entries in all
+    (default: 4,096 per byte of the file, at least 2**20 — far more than any
+    real model needs, whose entries cost bits, not 1/4,096 of a byte;
+    ``mlcomp decompress --max-elements``).
 
     >>> import tempfile, torch
     >>> path = tempfile.mkdtemp() + "/half.mlc"
@@ -549,7 +554,14 @@ def load_compressed(
     """
     state = {}
     with open(path, "rb") as f:
-        entries, _ = _read_header(f, path, os.fstat(f.fileno()).st_size)
+        file_size = os.fstat(f.fileno()).st_size
+        entries, _ = _read_header(f, path, file_size)
+        limit = max_elements or min(MAX_ELEMENTS, max(1 << 20, 4096 * file_size))
+        total = sum(math.prod(e["shape"]) for e in entries)
+        if total > limit:
+            _fail(path, f"declares {total:,} entries, more than {limit:,} for a "
+                        f"{file_size:,}-byte file; pass max_elements= if it is "
+                        "real")  # fmt: skip
         for entry in tqdm(entries, desc="decompressing", unit="tensor",
                           disable=not progress):  # fmt: skip
             name, sections = entry["name"], _sections(f, entry, path)
