@@ -10,6 +10,8 @@ imported on first use.
   touches; replacing a submodule
 * :mod:`mlcomp.data` — one-pass, mergeable preprocessing and the
   out-of-core cleaning pipeline (no PyTorch)
+* :mod:`mlcomp.audio` — WAV files of any common format, resampling,
+  log-mel spectrograms and MFCCs (no torchaudio)
 * :mod:`mlcomp.datasets` — Fashion-MNIST, Shakespeare, Palmer penguins (offline)
 * :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants)
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
@@ -46,6 +48,7 @@ _numerics.pin()
 
 __version__ = "0.1.0"
 __all__ = [
+    "audio",
     "cli",
     "coding",
     "data",
