@@ -12,6 +12,8 @@ imported on first use.
   out-of-core cleaning pipeline (no PyTorch)
 * :mod:`mlcomp.audio` — WAV files of any common format, resampling,
   log-mel spectrograms and MFCCs (no torchaudio)
+* :mod:`mlcomp.speech` — synthetic keyword-spotting data (12 classes), split
+  by voice, with augmentation
 * :mod:`mlcomp.datasets` — Fashion-MNIST, Shakespeare, Palmer penguins (offline)
 * :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants)
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
@@ -61,6 +63,7 @@ __all__ = [
     "numerics",
     "pipeline",
     "prune",
+    "speech",
     "quant",
     "train",
     "utils",
