@@ -5,6 +5,10 @@ Deep Compression papers (2015, 2016), so that our Fashion-MNIST results can sit
 beside their published MNIST rows. Both take (N, 1, 28, 28) inputs and return
 (N, 10) logits.
 
+``DSCNN`` is the depthwise-separable CNN of Hello Edge (Zhang et al. 2017)
+for keyword spotting, in its S(mall) and L(arge) sizes: chapter 8's student
+and teacher. It takes (N, 1, frames, coefficients) MFCCs and returns (N, 12) logits.
+
 ``TutorialCNN`` is the small Keras CNN that many tutorials train on MNIST
 (conv 32@3x3, pool, fc 128, fc 10); the book uses it to check a parameter
 count (693,962) that circulates wrongly.
@@ -21,6 +25,7 @@ __all__ = [
     "TutorialCNN",
     "MLP",
     "SmallCNN",
+    "DSCNN",
     "MODELS",
     "create",
 ]
@@ -150,12 +155,64 @@ class SmallCNN(nn.Module):
         return self.fc2(x)  # (N, 10)
 
 
+class _SeparableBlock(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1, each with batch norm and ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1,
+                                   groups=channels, bias=False)  # fmt: skip
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.depthwise(x)))  # (N, C, H, W): per channel
+        return torch.relu(self.bn2(self.pointwise(x)))  # mixes the channels
+
+
+class DSCNN(nn.Module):
+    """Hello Edge's DS-CNN: a 10x4 conv (stride 2), separable blocks, pool, fc.
+
+    ``size="s"``: 64 channels, 4 blocks (Zhang et al.'s DS-CNN-S, 38.6 KB at
+    8 bits); ``size="m"``: 172 channels, 4 blocks; ``size="l"``: 276
+    channels, 5 blocks (DS-CNN-L). Input (N, 1, frames, coefficients), e.g.
+    51 frames of 10 MFCCs (40 ms every 20 ms); the global average pool makes
+    the network indifferent to the number of frames.
+
+    >>> net = DSCNN("s")
+    >>> net(torch.zeros(2, 1, 51, 10)).shape, sum(p.numel() for p in net.parameters())
+    (torch.Size([2, 12]), 23180)
+    >>> sum(p.numel() for p in DSCNN("l").parameters())
+    413736
+    """
+
+    SIZES = {"s": (64, 4), "m": (172, 4), "l": (276, 5)}
+
+    def __init__(self, size: str = "s", num_classes: int = 12):
+        super().__init__()
+        if size not in self.SIZES:
+            raise ValueError(f"size must be one of {sorted(self.SIZES)}, got {size!r}")
+        channels, blocks = self.SIZES[size]
+        self.conv = nn.Conv2d(1, channels, (10, 4), stride=2, padding=(5, 1),
+                              bias=False)  # fmt: skip
+        self.bn = nn.BatchNorm2d(channels)
+        self.blocks = nn.Sequential(*[_SeparableBlock(channels) for _ in range(blocks)])
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))  # (N, C, 25, 5)
+        x = self.blocks(x)
+        return self.fc(x.mean(dim=(2, 3)))  # global average pool -> (N, classes)
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "lenet300100": LeNet300100,
     "lenet5": LeNet5,
     "tutorialcnn": TutorialCNN,
     "mlp": MLP,
     "smallcnn": SmallCNN,
+    "dscnn": DSCNN,
 }
 
 

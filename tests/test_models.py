@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlcomp.models import MODELS, LeNet5, LeNet300100, TutorialCNN, create
+from mlcomp.models import DSCNN, MODELS, LeNet5, LeNet300100, TutorialCNN, create
 
 
 def dense_params(*layers):
@@ -25,9 +25,10 @@ def test_parameter_counts_match_closed_form():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_forward_shapes_and_gradients(name):
     net = create(name)
-    x = torch.randn(3, 1, 28, 28)
+    speech = name == "dscnn"  # MFCC frames in, the 12 keyword classes out
+    x = torch.randn(3, 1, 51, 10) if speech else torch.randn(3, 1, 28, 28)
     out = net(x)
-    assert out.shape == (3, 10)
+    assert out.shape == (3, 12 if speech else 10)
     out.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
 
@@ -49,3 +50,16 @@ def test_lenet5_matches_an_independent_sequential():
 def test_unknown_model_names_the_choices():
     with pytest.raises(KeyError, match="lenet5"):
         create("resnet")
+
+
+@pytest.mark.parametrize("size", ["s", "m", "l"])
+def test_dscnn_parameters_match_closed_form(size):
+    c, blocks = DSCNN.SIZES[size]
+    bn = 2 * c  # scale and shift
+    closed = (c * 10 * 4 + bn) + blocks * (9 * c + bn + c * c + bn) + (c * 12 + 12)
+    net = DSCNN(size)
+    assert sum(p.numel() for p in net.parameters()) == closed
+    depthwise = net.blocks[0].depthwise
+    assert depthwise.groups == c and depthwise.weight.shape == (c, 1, 3, 3)
+    with pytest.raises(ValueError, match="size must be one of"):
+        DSCNN("xl")
