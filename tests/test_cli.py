@@ -225,3 +225,21 @@ def test_a_non_finite_weight_is_refused_with_its_tensor_named(tmp_path, capsys):
     back = load_compressed(out)["fc.weight"]
     assert torch.equal(back.isnan(), weight.isnan())
     assert torch.equal(back.nan_to_num(), weight.nan_to_num())
+
+
+def test_inspect_prints_an_upper_bound_of_the_error_pruning_included(tmp_path, capsys):
+    torch.manual_seed(0)
+    state = {"conv1.weight": torch.randn(20, 1, 5, 5), "fc.weight": torch.randn(30, 40)}
+    model, mlc = tmp_path / "m.pt", tmp_path / "m.mlc"
+    torch.save(state, model)
+    assert main(["compress", str(model), "-o", str(mlc), "--prune", "0.9",
+                 "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["inspect", str(mlc)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    back = load_compressed(mlc)
+    for name, t in state.items():
+        actual = (back[name].double() - t.double()).abs().max().item()
+        assert actual > 0.2  # 90% of a N(0, 1) tensor pruned: the error is large
+        printed = next(line for line in lines if line.startswith(name)).split()[-1]
+        assert Fraction(printed) >= Fraction(actual), (name, printed, actual)

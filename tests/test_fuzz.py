@@ -247,3 +247,15 @@ def test_named_hostile_headers(tmp_path, traced):
     path.write_bytes(_join(blob, sections))
     with pytest.raises(CorruptFileError, match="appears twice"):
         inspect(path)
+
+
+def test_an_alphabet_beyond_int64_is_refused_not_wrapped():
+    data = huffman.encode(np.array([0, 1, 1, 0]))
+    header, payload = unpack(data, data[:4], data[4])
+    (n, k), pos = read_varints(header, 2)
+    gaps = write_varints([2**62, 2**62])  # the second symbol would be 2**63
+    forged = pack(
+        data[:4], data[4], write_varints([n, k]) + gaps + header[-2:], payload
+    )
+    with pytest.raises(CorruptFileError, match="invalid alphabet"):
+        huffman.decode(forged)
