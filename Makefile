@@ -73,6 +73,7 @@ apt:
 # changed); zoo-retrain re-makes the shipped weights from their recipes.
 zoo: setup
 	$(VENV)/bin/mlcomp zoo --quiet
+	$(VENV)/bin/mlcomp speech --quiet
 
 zoo-retrain: setup
 	$(VENV)/bin/mlcomp zoo --retrain $(NAMES)

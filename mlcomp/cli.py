@@ -6,6 +6,8 @@
     mlcomp compress MODEL -o OUT.mlc    prune, share and entropy-code a state dict
     mlcomp inspect OUT.mlc              per-tensor table of a compressed file
     mlcomp decompress OUT.mlc -o MODEL  back to a safetensors (or .pt) state dict
+    mlcomp speech                       synthesize the keyword-spotting data (once)
+    mlcomp listen FILE.wav ...          the keyword each recording says (chapter 8)
 
 MODEL is a safetensors file or a PyTorch ``.pt``/``.pth`` state dict, read
 with ``torch.load(weights_only=True)``: never unpickled code. Also available
@@ -233,6 +235,50 @@ def _decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speech(args: argparse.Namespace) -> int:
+    import json
+
+    from mlcomp import speech
+
+    try:
+        for split in speech.SPLITS:
+            data = speech.load(split, progress=not args.quiet)
+            manifest = json.loads(speech.manifest_path(split).read_text())
+            print(
+                f"{split}: {len(data):,} clips, {manifest['bytes'] / 2**20:.1f} MiB, "
+                f"{len(set(data.voices)):,} voices (noise included); "
+                f"generated in {manifest['seconds']} s"
+            )
+    except speech.SynthesisError as err:
+        raise CommandError(str(err)) from None
+    return 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from mlcomp import kws, speech
+    from mlcomp.audio import AudioError, prepare
+
+    if args.model is not None:
+        try:
+            net = kws.load(_existing(args.model))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+    else:
+        net = kws.default_model()
+    failed = 0
+    for path in args.files:
+        try:
+            p = kws.probabilities(net, prepare(_existing(path)))
+        except (AudioError, CommandError, OSError) as err:
+            print(f"mlcomp listen: error: {err}", file=sys.stderr)  # names the file
+            failed += 1
+            continue
+        order = p.argsort()[::-1][: args.top]
+        answer = ", ".join(f"{speech.LABELS[i]} {p[i]:.3f}" for i in order)
+        print(f"{path}: {answer}")
+    return 1 if failed else 0
+
+
 def _refuse_overwriting(output: Path, source: str | os.PathLike) -> None:
     """An output that is the input (by name, symlink or hard link) would lose it."""
     same = output.resolve() == Path(source).resolve() or (
@@ -321,6 +367,25 @@ def _parser() -> argparse.ArgumentParser:
                         "the file); a tiny file declaring a huge model is "
                         "refused")  # fmt: skip
     p.set_defaults(run=_decompress)
+
+    p = commands.add_parser(
+        "speech", help="synthesize the keyword-spotting splits into the cache (once)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_speech)
+
+    p = commands.add_parser(
+        "listen", help="the keyword each WAV recording says, and its probability"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE.wav",
+                   help="any rate, channels, length; 8/16/24/32-bit PCM or float; "
+                   "the loudest second is scored")  # fmt: skip
+    p.add_argument("--model", metavar="PATH",
+                   help="a keyword spotter (.mlc or .safetensors); default: the "
+                   "compressed student of chapter 8")  # fmt: skip
+    p.add_argument("--top", type=int, choices=range(1, 13), default=1, metavar="K",
+                   help="show the K most likely labels (default 1)")  # fmt: skip
+    p.set_defaults(run=_listen)
     return parser
 
 

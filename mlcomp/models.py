@@ -16,6 +16,8 @@ count (693,962) that circulates wrongly.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -26,6 +28,7 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "DSCNN",
+    "fold_batchnorm",
     "MODELS",
     "create",
 ]
@@ -155,16 +158,37 @@ class SmallCNN(nn.Module):
         return self.fc2(x)  # (N, 10)
 
 
+def fold_batchnorm(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv that computes ``bn(conv(x))`` in eval mode.
+
+    With ``s = gamma / sqrt(running_var + eps)`` per output channel:
+    ``w' = w * s`` and ``b' = (b - running_mean) * s + beta``.
+
+    >>> conv, bn = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3).eval()
+    >>> _ = bn.running_var.fill_(4.0)
+    >>> w, b = fold_batchnorm(conv, bn)
+    >>> torch.allclose(w, conv.weight / (4.0 + bn.eps) ** 0.5)
+    True
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    return weight.detach(), ((bias - bn.running_mean) * scale + bn.bias).detach()
+
+
 class _SeparableBlock(nn.Module):
     """Depthwise 3x3 then pointwise 1x1, each with batch norm and ReLU."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, out_channels: int | None = None, folded=False):
         super().__init__()
+        out_channels = channels if out_channels is None else out_channels
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1,
-                                   groups=channels, bias=False)  # fmt: skip
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
+                                   groups=channels, bias=folded)  # fmt: skip
+        self.bn1 = nn.Identity() if folded else nn.BatchNorm2d(channels)
+        self.pointwise = nn.Conv2d(channels, out_channels, 1, bias=folded)
+        self.bn2 = nn.Identity() if folded else nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.depthwise(x)))  # (N, C, H, W): per channel
@@ -176,32 +200,108 @@ class DSCNN(nn.Module):
 
     ``size="s"``: 64 channels, 4 blocks (Zhang et al.'s DS-CNN-S, 38.6 KB at
     8 bits); ``size="m"``: 172 channels, 4 blocks; ``size="l"``: 276
-    channels, 5 blocks (DS-CNN-L). Input (N, 1, frames, coefficients), e.g.
-    51 frames of 10 MFCCs (40 ms every 20 ms); the global average pool makes
-    the network indifferent to the number of frames.
+    channels, 5 blocks (DS-CNN-L). ``widths`` overrides the size with one
+    channel count per stage (the first conv, then each block's pointwise
+    conv), which is what structured pruning leaves behind
+    (:func:`mlcomp.prune.shrink_channels`).
+
+    Input (N, 1, frames, coefficients), e.g. 51 frames of 10 MFCCs (40 ms
+    every 20 ms); the global average pool makes the network indifferent to
+    the number of frames. The buffers ``feature_mean`` and ``feature_std``
+    (one per coefficient) normalize the input inside the model, so a saved
+    model carries the statistics it was trained with. ``folded=True``
+    builds the deployment form, each batch norm folded into the conv before
+    it (:meth:`folded`): convs with biases, no batch norms.
 
     >>> net = DSCNN("s")
     >>> net(torch.zeros(2, 1, 51, 10)).shape, sum(p.numel() for p in net.parameters())
     (torch.Size([2, 12]), 23180)
     >>> sum(p.numel() for p in DSCNN("l").parameters())
     413736
+    >>> DSCNN(widths=(32, 32, 24, 24, 16)).fc
+    Linear(in_features=16, out_features=12, bias=True)
     """
 
     SIZES = {"s": (64, 4), "m": (172, 4), "l": (276, 5)}
 
-    def __init__(self, size: str = "s", num_classes: int = 12):
+    def __init__(
+        self,
+        size: str = "s",
+        num_classes: int = 12,
+        widths: tuple[int, ...] | list[int] | None = None,
+        n_coefficients: int = 10,
+        folded: bool = False,
+    ):
         super().__init__()
         if size not in self.SIZES:
             raise ValueError(f"size must be one of {sorted(self.SIZES)}, got {size!r}")
-        channels, blocks = self.SIZES[size]
-        self.conv = nn.Conv2d(1, channels, (10, 4), stride=2, padding=(5, 1),
-                              bias=False)  # fmt: skip
-        self.bn = nn.BatchNorm2d(channels)
-        self.blocks = nn.Sequential(*[_SeparableBlock(channels) for _ in range(blocks)])
-        self.fc = nn.Linear(channels, num_classes)
+        if widths is None:
+            channels, blocks = self.SIZES[size]
+            widths = (channels,) * (blocks + 1)
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths needs two or more positive counts, got {widths}")
+        self.register_buffer("feature_mean", torch.zeros(n_coefficients))
+        self.register_buffer("feature_std", torch.ones(n_coefficients))
+        self.conv = nn.Conv2d(1, widths[0], (10, 4), stride=2, padding=(5, 1),
+                              bias=folded)  # fmt: skip
+        self.bn = nn.Identity() if folded else nn.BatchNorm2d(widths[0])
+        self.blocks = nn.Sequential(
+            *[
+                _SeparableBlock(a, b, folded)
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+        )
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Channels per stage, read from the layers (so also after shrinking)."""
+        return (self.conv.out_channels,) + tuple(
+            b.pointwise.out_channels for b in self.blocks
+        )
+
+    @property
+    def is_folded(self) -> bool:
+        return isinstance(self.bn, nn.Identity)
+
+    def folded(self) -> DSCNN:
+        """A copy with every batch norm folded into its conv (same outputs, eval mode).
+
+        >>> net = DSCNN(widths=(8, 8)).eval()
+        >>> x = torch.randn(2, 1, 51, 10)
+        >>> small = net.folded()
+        >>> torch.allclose(net(x), small(x), atol=1e-5), small.is_folded
+        (True, True)
+        """
+        if self.is_folded:
+            return copy.deepcopy(self)
+        out = DSCNN(widths=self.widths, num_classes=self.fc.out_features,
+                    n_coefficients=len(self.feature_mean), folded=True)  # fmt: skip
+        pairs = (
+            [(self.conv, self.bn, out.conv)]
+            + [
+                (b.depthwise, b.bn1, o.depthwise)
+                for b, o in zip(self.blocks, out.blocks, strict=True)
+            ]
+            + [
+                (b.pointwise, b.bn2, o.pointwise)
+                for b, o in zip(self.blocks, out.blocks, strict=True)
+            ]
+        )
+        with torch.no_grad():
+            for conv, bn, target in pairs:
+                weight, bias = fold_batchnorm(conv, bn)
+                target.weight.copy_(weight)
+                target.bias.copy_(bias)
+            out.fc.load_state_dict(self.fc.state_dict())
+            out.feature_mean.copy_(self.feature_mean)
+            out.feature_std.copy_(self.feature_std)
+        return out.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn(self.conv(x)))  # (N, C, 25, 5)
+        x = (x - self.feature_mean) / self.feature_std  # (N, 1, frames, coefficients)
+        x = torch.relu(self.bn(self.conv(x)))  # (N, C, 26, 5) for 51 frames
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))  # global average pool -> (N, classes)
 

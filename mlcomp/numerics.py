@@ -38,6 +38,8 @@ __all__ = [
     "PINNED",
     "THREADS",
     "cpu_flags",
+    "has_native_bf16",
+    "has_vnni",
     "environment",
     "install_kernel",
     "pin",
@@ -144,6 +146,26 @@ def cpu_flags() -> set[str]:
         )
     except (OSError, StopIteration):
         return set()
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX).
+
+    Without them, int8 kernels must widen to 16 bits and gain far less over fp32.
+
+    >>> isinstance(has_vnni(), bool)
+    True
+    """
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX).
+
+    >>> isinstance(has_native_bf16(), bool)
+    True
+    """
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _cpu_capability() -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "augment",
     "generate",
     "load",
+    "manifest_path",
 ]
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -353,6 +354,27 @@ def generate(
     return data, manifest
 
 
+def _paths(split: str, cache_dir, kwargs: dict) -> tuple[Path, Path]:
+    from mlcomp.utils import cache_dir as default_cache
+
+    folder = Path(cache_dir) if cache_dir else default_cache("speech")
+    made_by = {k: v for k, v in kwargs.items() if k != "progress"}  # not the bar
+    key = json.dumps({"split": split, **made_by}, sort_keys=True)
+    stem = f"speech-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return folder / f"{stem}.npz", folder / f"{stem}.json"
+
+
+def manifest_path(
+    split: str, cache_dir: str | os.PathLike | None = None, **kwargs
+) -> Path:
+    """Where :func:`load` keeps the JSON manifest of a split (how it was made).
+
+    >>> manifest_path("test", cache_dir="/tmp/c").name.startswith("speech-test-")
+    True
+    """
+    return _paths(split, cache_dir, kwargs)[1]
+
+
 def load(
     split: str, cache_dir: str | os.PathLike | None = None, **kwargs
 ) -> SpeechData:
@@ -371,12 +393,9 @@ def load(
     (True, (71, 16000))
     """
     from mlcomp.utils import atomic_open
-    from mlcomp.utils import cache_dir as default_cache
 
-    folder = Path(cache_dir) if cache_dir else default_cache("speech")
-    key = json.dumps({"split": split, **kwargs}, sort_keys=True)
-    stem = f"speech-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    npz, meta = folder / f"{stem}.npz", folder / f"{stem}.json"
+    npz, meta = _paths(split, cache_dir, kwargs)
+    folder = npz.parent
     if npz.is_file() and meta.is_file():
         manifest = json.loads(meta.read_text())
         if hashlib.sha256(npz.read_bytes()).hexdigest() == manifest.get("sha256"):

@@ -146,7 +146,11 @@ class PruneRecipe:
         return _digest(self, {"base_digest": recipe_for(self.base).digest()})
 
 
-CHECKS = ("min_test_accuracy", "max_accuracy_drop")  # judge the weights, not hashed
+CHECKS = (
+    "min_test_accuracy",
+    "max_accuracy_drop",
+    "min_val_accuracy",
+)  # judge the weights, not hashed
 
 
 def _digest(recipe, extra: dict) -> str:
@@ -154,6 +158,12 @@ def _digest(recipe, extra: dict) -> str:
     return hashlib.sha256(
         json.dumps(payload | extra, sort_keys=True).encode()
     ).hexdigest()
+
+
+def _kws():
+    from mlcomp import kws  # imported late: kws builds on zoo
+
+    return kws
 
 
 RECIPES: dict[str, Recipe | PruneRecipe] = {
@@ -202,6 +212,7 @@ RECIPES: dict[str, Recipe | PruneRecipe] = {
         )  # fmt: skip
         for s, drop in [(0.8, 0.01), (0.9, 0.015), (0.95, 0.025), (0.98, 0.07)]
     },
+    **_kws().RECIPES,
 }
 
 
@@ -212,10 +223,11 @@ class StaleCacheWarning(UserWarning):
 def recipe_for(name: str) -> Recipe | PruneRecipe:
     """The recipe :func:`pretrained` uses for ``name``.
 
-    That is ``RECIPES[name]``, with its seed replaced by ``$MLCOMP_ZOO_SEED``
-    when that variable is set: the whole zoo, retrained from another seed,
+    That is ``RECIPES[name]``, with ``$MLCOMP_ZOO_SEED`` added to its seed
+    when that variable is set: the whole zoo, retrained from other seeds,
     is how ``make claims`` checks that the book's claims are not the luck of
-    one training run.
+    one training run. Adding (not replacing) keeps apart the recipes that
+    differ only in their seed, e.g. the three seeds of one student.
 
     >>> recipe_for("lenet5-fashion").seed
     0
@@ -225,11 +237,11 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
     recipe = RECIPES[name]
     seed = os.environ.get(SEED_VARIABLE, "").strip()
     if seed:
-        if not seed.isdigit() or int(seed) >= 2**32:
+        if not seed.isdigit() or int(seed) >= 2**31:
             raise ValueError(
-                f"{SEED_VARIABLE} must be an integer in [0, 2**32), got {seed!r}"
+                f"{SEED_VARIABLE} must be an integer in [0, 2**31), got {seed!r}"
             )
-        recipe = dataclasses.replace(recipe, seed=int(seed))
+        recipe = dataclasses.replace(recipe, seed=recipe.seed + int(seed))
     return recipe
 
 
@@ -294,6 +306,8 @@ def train_recipe(
     """
     if isinstance(recipe, PruneRecipe):
         return _train_pruned(recipe, progress, cache_dir)
+    if recipe.model == "dscnn":
+        return _kws().train_recipe(recipe, progress=progress, cache_dir=cache_dir)
     utils.set_seed(recipe.seed)
     net = models.create(recipe.model)
     data = datasets.fashion_mnist("train")
@@ -343,10 +357,16 @@ def _check(name: str, recipe, folder: Path) -> tuple[dict | None, str | None]:
         return None, f"it cannot be read ({type(exc).__name__}: {exc})"
 
 
+def _build(recipe) -> nn.Module:
+    """An untrained model of the recipe's architecture."""
+    kwargs = recipe.model_kwargs() if hasattr(recipe, "model_kwargs") else {}
+    return models.create(recipe.model, **kwargs)
+
+
 def _load(name: str, recipe, folder: Path) -> nn.Module:
     weights = _paths(name, folder)[0]
     try:
-        net = models.create(recipe.model)
+        net = _build(recipe)
         net.load_state_dict(load_file(str(weights)))
     except (OSError, RuntimeError, SafetensorError) as exc:
         why = f"{type(exc).__name__}: {exc}"
@@ -476,7 +496,7 @@ def dependents(names: list[str]) -> list[str]:
     """
     chosen = set(names)
     for name, recipe in RECIPES.items():  # bases come before what builds on them
-        if isinstance(recipe, PruneRecipe) and recipe.base in chosen:
+        if {getattr(recipe, "base", None), getattr(recipe, "teacher", None)} & chosen:
             chosen.add(name)
     return [name for name in RECIPES if name in chosen]
 

@@ -147,3 +147,45 @@ def test_training_mode_batchnorm_statistics_are_not_touched():
     small = shrink_channels(net.train(), 0.5, X[:1])
     assert torch.equal(net[1].running_mean, before)
     assert small[1].training
+
+
+def test_dscnn_shrinks_through_depthwise_convs_and_the_global_pool():
+    from mlcomp.models import DSCNN
+
+    torch.manual_seed(0)
+    net = DSCNN(widths=(16, 12, 12, 8)).eval()
+    for m in net.modules():  # batch norms that do something
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(3, 1, 51, 10, generator=torch.Generator().manual_seed(1))
+    small = shrink_channels(net, 0.5, x[:1])
+    assert small.widths == (8, 6, 6, 4)
+    producers = [
+        "conv",
+        "blocks.0.pointwise",
+        "blocks.1.pointwise",
+        "blocks.2.pointwise",
+    ]
+    consumers = ["blocks.0.pointwise", "blocks.1.pointwise", "blocks.2.pointwise", "fc"]
+    reference = copy.deepcopy(net)
+    for producer, consumer in zip(producers, consumers, strict=True):
+        keep = kept(net.get_submodule(producer), 0.5)
+        zero_inputs_of_dropped(reference, producer, consumer, keep, spatial=1)
+    assert small.blocks[0].depthwise.groups == 8 == small.blocks[0].bn1.num_features
+    torch.testing.assert_close(small(x), reference(x), atol=1e-5, rtol=1e-5)
+    # the shrunk network is an ordinary DSCNN: its weights load into one
+    rebuilt = DSCNN(widths=small.widths)
+    rebuilt.load_state_dict(small.state_dict())
+
+
+def test_a_grouped_conv_that_is_not_depthwise_is_refused():
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2), nn.Flatten(),
+        nn.LazyLinear(3),
+    )  # fmt: skip
+    net(X[:1])
+    with pytest.raises(UnsupportedModelError, match="grouped"):
+        shrink_channels(net, 0.5, X[:1])

@@ -2,16 +2,20 @@
 
 :func:`shrink_channels` drops the output channels (filters) of each chosen
 Conv2d with the smallest L1 or L2 norm (Li et al. 2017) and rebuilds every
-layer that touches them: the conv itself, a BatchNorm2d after it, and the
-consumer of its output, either the next Conv2d (fewer input channels) or the
-first Linear after a flatten (fewer input features, one block of H*W per
-channel). The result is an ordinary dense model with fewer parameters and
-fewer MACs, which runs faster on any hardware.
+layer that touches them: the conv itself, a BatchNorm2d after it, a
+depthwise conv (and its BatchNorm2d) on the way, as in MobileNet-style
+separable blocks, and the consumer of its output: either the next Conv2d
+(fewer input channels) or the first Linear after a flatten (fewer input
+features, one block of H*W per channel) or after a global average pool
+(``x.mean(dim=(2, 3))``, one feature per channel). The result is an
+ordinary dense model with fewer parameters and fewer MACs, which runs
+faster on any hardware.
 
 The model is traced with :mod:`torch.fx` to find, for each conv, the path its
 output takes. Between a conv and its consumer only channel-wise operations are
-allowed (activations, pooling, dropout, BatchNorm2d); anything else — a
-branch, a residual addition, a grouped conv, a reshape other than flatten —
+allowed (activations, pooling, dropout, BatchNorm2d, depthwise convs);
+anything else — a branch, a residual addition, a grouped conv that is not
+depthwise, a reshape other than flatten —
 is refused with an error rather than risking a silently wrong model.
 """
 
@@ -76,6 +80,25 @@ def _is_flatten(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
+def _is_global_pool(node: torch.fx.Node) -> bool:
+    """``x.mean(dim=(2, 3))`` or ``torch.mean(x, (2, 3))``: one value per channel."""
+    if node.target not in ("mean", torch.mean):
+        return False
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    ndim = len(node.args[0].meta["tensor_meta"].shape)
+    dims = {d % ndim for d in dim} if isinstance(dim, (tuple, list)) else None
+    return ndim == 4 and dims == {2, 3} and not keepdim
+
+
+def _is_depthwise(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.groups > 1
+    )
+
+
 def _is_channelwise(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules[node.target], (*_CHANNELWISE_MODULES, nn.BatchNorm2d))
@@ -89,8 +112,9 @@ def _is_channelwise(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
 def _trace_consumer(conv_node, modules):
     """Follow ``conv_node``'s output to its consumer.
 
-    Returns (batch norms on the way, consumer node or None, spatial size at a
-    flatten or None). Raises UnsupportedModelError on anything unsafe.
+    Returns (batch norms and depthwise convs on the way, consumer node or
+    None, spatial size at a flatten or pool, or None). Raises
+    UnsupportedModelError on anything unsafe.
     """
     norms, node, spatial = [], conv_node, None
     while True:
@@ -106,6 +130,9 @@ def _trace_consumer(conv_node, modules):
         if node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d):
             if spatial is not None:
                 raise UnsupportedModelError(f"{node.target!r} follows a flatten")
+            if _is_depthwise(modules[node.target]):
+                norms.append(node.target)  # channel c in, channel c out
+                continue
             if modules[node.target].groups != 1:
                 raise UnsupportedModelError(f"{node.target!r} is a grouped convolution")
             return norms, node, None
@@ -115,6 +142,11 @@ def _trace_consumer(conv_node, modules):
                     f"{node.target!r} consumes {conv_node.target!r} without a flatten"
                 )
             return norms, node, spatial
+        if node.op in ("call_method", "call_function") and _is_global_pool(node):
+            if spatial is not None:
+                raise UnsupportedModelError(f"{node.name} follows a flatten")
+            spatial = 1
+            continue
         if _is_flatten(node, modules) and spatial is None:
             shape = node.args[0].meta["tensor_meta"].shape  # (N, C, H, W) before it
             spatial = int(torch.tensor(shape[2:]).prod()) if len(shape) > 2 else 1
@@ -146,6 +178,19 @@ def _rebuilt_conv(conv: nn.Conv2d, out_keep, in_keep) -> nn.Conv2d:
         if conv.bias is not None:
             b = conv.bias.detach()
             new.bias.copy_(b[out_keep] if out_keep is not None else b)
+    return new.to(conv.weight.device)
+
+
+def _rebuilt_depthwise(conv: nn.Conv2d, keep) -> nn.Conv2d:
+    new = nn.Conv2d(
+        len(keep), len(keep), conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=len(keep),
+        bias=conv.bias is not None, padding_mode=conv.padding_mode,
+    )  # fmt: skip
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.detach()[keep])
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias.detach()[keep])
     return new.to(conv.weight.device)
 
 
@@ -204,8 +249,8 @@ def shrink_channels(
         if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d):
             continue
         conv = modules[node.target]
-        if node.target not in chosen:
-            continue
+        if node.target not in chosen or _is_depthwise(conv):
+            continue  # a depthwise conv follows the channels of its producer
         if conv.groups != 1:
             raise UnsupportedModelError(f"{node.target!r} is a grouped convolution")
         norms, consumer, spatial = _trace_consumer(node, modules)
@@ -230,7 +275,13 @@ def shrink_channels(
             )
         elif isinstance(module, nn.Linear) and inp is not None:
             replace_module(small, name, _rebuilt_linear(module, inp[0], inp[1]))
-    for keep, norms, _, _ in plans.values():
-        for bn in norms:
-            replace_module(small, bn, _rebuilt_bn(original[bn], keep))
+    for keep, on_the_way, _, _ in plans.values():
+        for name in on_the_way:
+            module = original[name]
+            rebuilt = (
+                _rebuilt_depthwise(module, keep)
+                if isinstance(module, nn.Conv2d)
+                else _rebuilt_bn(module, keep)
+            )
+            replace_module(small, name, rebuilt)
     return small
