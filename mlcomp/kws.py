@@ -325,7 +325,7 @@ def train_recipe(
 
 # `mlcomp listen`'s default: the final student of chapter 8, as a .mlc file
 DEFAULT_MODEL = "dscnn-s-kws-kd-shrink25-sparse50"
-DEFAULT_BITS = 4
+DEFAULT_BITS = 6
 
 
 def from_state_dict(state: dict[str, torch.Tensor]) -> models.DSCNN:
