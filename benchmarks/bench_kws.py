@@ -43,9 +43,9 @@ def main() -> None:
         files = kws.export_onnx(student, workdir)
         variants = {
             "teacher, PyTorch fp32": teacher,
-            "student, PyTorch fp32": student,
-            "student, ORT fp32": quant.OnnxModule(files["fp32"], threads=args.threads),
-            "student, ORT int8": quant.OnnxModule(files["int8"], threads=args.threads),
+            "final student, PyTorch fp32": student,
+            "final, ORT fp32": quant.OnnxModule(files["fp32"], threads=args.threads),
+            "final, ORT int8": quant.OnnxModule(files["int8"], threads=args.threads),
         }
         per_round = {label: [] for label in variants}
         front = []
@@ -66,17 +66,17 @@ def main() -> None:
             f"int8 dot-product instructions (VNNI) on this CPU: {vnni}"
         )
         header = (
-            f"{'variant':24s} {'ms/clip':>8s} {'vs ORT fp32 (min-max)':>22s} "
+            f"{'variant':28s} {'ms/clip':>8s} {'vs ORT fp32 (min-max)':>22s} "
             f"{'bytes':>9s} {'test %':>7s}"
         )
         print(header)
         print("-" * len(header))
-        print(f"{'MFCC front end':24s} {statistics.median(front):8.3f}")
+        print(f"{'MFCC front end':28s} {statistics.median(front):8.3f}")
         for label, module in variants.items():
             ratios = [
                 a / b
                 for a, b in zip(
-                    per_round["student, ORT fp32"], per_round[label], strict=True
+                    per_round["final, ORT fp32"], per_round[label], strict=True
                 )
             ]
             size = (
@@ -85,7 +85,7 @@ def main() -> None:
                 else f"{'-':>9s}"
             )
             print(
-                f"{label:24s} {statistics.median(per_round[label]):8.3f} "
+                f"{label:28s} {statistics.median(per_round[label]):8.3f} "
                 f"{statistics.median(ratios):8.2f}x "
                 f"({min(ratios):.2f}-{max(ratios):.2f})"
                 f"{'':3s} {size} {100 * train.evaluate(module, test):7.2f}"
