@@ -53,6 +53,7 @@ __all__ = [
     "voice_split",
     "synthesize",
     "noise",
+    "AUGMENTATION",
     "augment",
     "generate",
     "load",
@@ -202,18 +203,34 @@ def _reverb(x: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
     return fftconvolve(x, ir)[: len(x)].astype(np.float32)
 
 
+# What augment() draws from, in its order (module constants, so the book can print them)
+AUGMENTATION = {
+    "speed (%)": (90, 110),  # whole percent, uniform; the pitch moves with it
+    "circular shift (ms)": 100,  # uniform in ±100 ms
+    "reverberation share": 0.5,  # of the clips
+    "RT60 (s)": (0.1, 0.5),
+    "gain (dB)": 6.0,  # uniform in ±6 dB
+    "babble share": 0.3,  # of the draws, when babble clips are given; else coloured noise
+    "babble clips": 3,
+    "noise colours": ("white", "pink", "brown"),
+    "SNR (dB)": (0.0, 20.0),  # uniform; the default of augment's snr_db
+}
+
+
 def augment(
     x: np.ndarray,
     rng: np.random.Generator,
     babble: np.ndarray | None = None,
-    snr_db: tuple[float, float] = (0.0, 20.0),
+    snr_db: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """A randomly perturbed copy of the one-second clip ``x``.
 
-    In order: speed ×0.9–1.1 (resampling; the pitch moves with it), time
-    shift ±100 ms, reverberation (half the clips, RT60 0.1–0.5 s), gain
-    ±6 dB, then background noise at an SNR drawn from ``snr_db``: white,
-    pink or brown, or ``babble`` (other clips, summed) when given.
+    In order (the ranges are :data:`AUGMENTATION`): speed ×0.9–1.1
+    (resampling; the pitch moves with it), a circular time shift of ±100 ms,
+    reverberation (half the clips, RT60 0.1–0.5 s), gain ±6 dB, then
+    background noise at an SNR drawn from ``snr_db``: white, pink or brown,
+    or in 30% of the draws, when ``babble`` clips are given, three of them
+    summed.
 
     >>> rng = np.random.default_rng(0)
     >>> clip = np.sin(np.arange(16000) / 8).astype(np.float32) * 0.5
@@ -221,24 +238,29 @@ def augment(
     (16000,)
     """
     x = np.asarray(x, np.float32)
-    percent = int(rng.integers(90, 111))  # speed in whole percent: a short filter
+    a = AUGMENTATION
+    low, high = a["speed (%)"]
+    percent = int(rng.integers(low, high + 1))  # speed in whole percent: a short filter
     x = resample(x, SAMPLE_RATE * percent // 100, SAMPLE_RATE)  # shorter if faster
     x = (
         loudest_window(x)
         if len(x) > SAMPLE_RATE
         else np.pad(x, (0, SAMPLE_RATE - len(x)))
     )
-    x = np.roll(x, int(rng.integers(-1600, 1601)))
-    if rng.random() < 0.5:
-        x = _reverb(x, rng.uniform(0.1, 0.5), rng)
-    x = x * 10 ** (rng.uniform(-6, 6) / 20)
+    shift = SAMPLE_RATE * a["circular shift (ms)"] // 1000
+    x = np.roll(x, int(rng.integers(-shift, shift + 1)))
+    if rng.random() < a["reverberation share"]:
+        x = _reverb(x, rng.uniform(*a["RT60 (s)"]), rng)
+    x = x * 10 ** (rng.uniform(-a["gain (dB)"], a["gain (dB)"]) / 20)
     signal = np.sqrt(np.mean(x.astype(np.float64) ** 2)) or 1e-3
-    if babble is not None and rng.random() < 0.3:
-        picks = babble[rng.integers(0, len(babble), 3)].astype(np.float32) / 32767
+    if babble is not None and rng.random() < a["babble share"]:
+        picks = babble[rng.integers(0, len(babble), a["babble clips"])]
+        picks = picks.astype(np.float32) / 32767
         bg = picks.sum(0)
         bg /= np.sqrt(np.mean(bg**2)) or 1.0
     else:
-        bg = noise(SAMPLE_RATE, str(rng.choice(["white", "pink", "brown"])), rng)
+        bg = noise(SAMPLE_RATE, str(rng.choice(list(a["noise colours"]))), rng)
+    snr_db = a["SNR (dB)"] if snr_db is None else snr_db
     level = signal / 10 ** (rng.uniform(*snr_db) / 20)
     return np.clip(x + level * bg, -1.0, 1.0).astype(np.float32)
 
