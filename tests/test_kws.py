@@ -139,3 +139,10 @@ def test_the_default_compressed_student_hears_yes(recordings, tmp_path, capsys):
     assert kws.classify(net, recordings / "yes.wav")[0] == "yes"
     assert main(["listen", str(recordings / "yes.wav")]) == 0
     assert capsys.readouterr().out.split(": ")[1].startswith("yes ")
+
+
+def test_speech_command_reports_each_split(capsys):
+    assert main(["speech", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == list(speech.SPLITS)
+    assert all("clips" in line and "generated in" in line for line in lines)
