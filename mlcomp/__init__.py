@@ -15,7 +15,10 @@ imported on first use.
 * :mod:`mlcomp.speech` — synthetic keyword-spotting data (12 classes), split
   by voice, with augmentation
 * :mod:`mlcomp.datasets` — Fashion-MNIST, Shakespeare, Palmer penguins (offline)
-* :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants)
+* :mod:`mlcomp.models` — LeNet-300-100 and LeNet-5 (Han et al.'s variants),
+  DS-CNN keyword spotters
+* :mod:`mlcomp.kws` — keyword spotting: features, zoo recipes, files, ``classify``
+* :mod:`mlcomp.gpt` — a small GPT over bytes with a KV cache
 * :mod:`mlcomp.train` — a deterministic training loop and evaluation
 * :mod:`mlcomp.measure` — parameters, bytes, MACs, latency
 * :mod:`mlcomp.zoo` — the reference models, trained here and cached
@@ -56,6 +59,8 @@ __all__ = [
     "data",
     "datasets",
     "distill",
+    "gpt",
+    "kws",
     "layers",
     "lowrank",
     "measure",
