@@ -210,7 +210,7 @@ AUGMENTATION = {
     "reverberation share": 0.5,  # of the clips
     "RT60 (s)": (0.1, 0.5),
     "gain (dB)": 6.0,  # uniform in ±6 dB
-    "babble share": 0.3,  # of the draws, when babble clips are given; else coloured noise
+    "babble share": 0.3,  # of the draws, when babble is given (else coloured noise)
     "babble clips": 3,
     "noise colours": ("white", "pink", "brown"),
     "SNR (dB)": (0.0, 20.0),  # uniform; the default of augment's snr_db
