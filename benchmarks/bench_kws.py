@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -47,19 +46,11 @@ def main() -> None:
             "final, ORT fp32": quant.OnnxModule(files["fp32"], threads=args.threads),
             "final, ORT int8": quant.OnnxModule(files["int8"], threads=args.threads),
         }
-        per_round = {label: [] for label in variants}
-        front = []
         torch.set_num_threads(args.threads)
-        for _ in range(args.rounds):
-            times = measure.compare_latency(
-                variants, x, rounds=1, repeats=args.repeats, threads=args.threads
-            )
-            for label, ms in times.items():
-                per_round[label].append(ms)
-            start = time.perf_counter()
-            for _ in range(args.repeats // 4):
-                kws.features(clip)
-            front.append(1000 * (time.perf_counter() - start) / (args.repeats // 4))
+        timed = variants | {"MFCC front end": lambda _: kws.features(clip)}
+        per_round = measure.latency_rounds(
+            timed, x, args.rounds, args.repeats, threads=args.threads
+        )
         vnni = "yes" if numerics.has_vnni() else "no"
         print(
             f"one clip, {args.threads} thread(s), {args.rounds} rounds; "
@@ -71,14 +62,12 @@ def main() -> None:
         )
         print(header)
         print("-" * len(header))
-        print(f"{'MFCC front end':28s} {statistics.median(front):8.3f}")
+        front = statistics.median(per_round["MFCC front end"])
+        print(f"{'MFCC front end':28s} {front:8.3f}")
         for label, module in variants.items():
-            ratios = [
-                a / b
-                for a, b in zip(
-                    per_round["final, ORT fp32"], per_round[label], strict=True
-                )
-            ]
+            median, low, high = measure.ratio_spread(
+                per_round, "final, ORT fp32", label
+            )
             size = (
                 f"{os.path.getsize(module.path):9,d}"
                 if isinstance(module, quant.OnnxModule)
@@ -86,8 +75,7 @@ def main() -> None:
             )
             print(
                 f"{label:28s} {statistics.median(per_round[label]):8.3f} "
-                f"{statistics.median(ratios):8.2f}x "
-                f"({min(ratios):.2f}-{max(ratios):.2f})"
+                f"{median:8.2f}x ({low:.2f}-{high:.2f})"
                 f"{'':3s} {size} {100 * train.evaluate(module, test):7.2f}"
             )
 

@@ -71,30 +71,21 @@ def main() -> None:
         print(header)
         print("-" * len(header))
         for name, variants in models.items():
-            per_round = {label: [] for label in variants}
-            for _ in range(args.rounds):
-                times = measure.compare_latency(
-                    variants, x, rounds=1, repeats=args.repeats, threads=args.threads
-                )
-                for label, ms in times.items():
-                    per_round[label].append(ms)
+            per_round = measure.latency_rounds(
+                variants, x, args.rounds, args.repeats, threads=args.threads
+            )
             for label, module in variants.items():
-                ratios = [
-                    a / b
-                    for a, b in zip(
-                        per_round["ONNX fp32"], per_round[label], strict=True
-                    )
-                ]
+                median, low, high = measure.ratio_spread(per_round, "ONNX fp32", label)
                 size = (
                     f"{os.path.getsize(module.path):10,d}"
                     if isinstance(module, quant.OnnxModule)
                     else f"{'-':>10s}"
                 )
                 ms = statistics.median(per_round[label])
-                spread = f"({min(ratios):.2f}-{max(ratios):.2f})"
+                spread = f"({low:.2f}-{high:.2f})"
                 print(
                     f"{name:17s} {label:24s} {ms:8.3f} "
-                    f"{statistics.median(ratios):8.2f}x {spread}"
+                    f"{median:8.2f}x {spread}"
                     f"{'':2s} {size} {100 * train.evaluate(module, test):6.2f}"
                 )
 

@@ -32,6 +32,8 @@ __all__ = [
     "Latency",
     "latency",
     "compare_latency",
+    "latency_rounds",
+    "ratio_spread",
     "psnr",
 ]
 
@@ -209,6 +211,46 @@ def latency(
     return Latency(statistics.median(times), deciles[0], deciles[-1], repeats, used)
 
 
+def latency_rounds(
+    variants: dict[str, nn.Module | Callable[[torch.Tensor], object]],
+    example: torch.Tensor,
+    rounds: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> dict[str, list[float]]:
+    """Median latency in ms of each variant in each of ``rounds``, in alternation.
+
+    A shared machine drifts (other jobs, frequency scaling), and whatever is
+    timed first or last takes the drift; alternating the variants within
+    each round puts them on an equal footing. The per-round values give the
+    spread of a ratio (:func:`ratio_spread`).
+
+    >>> t = latency_rounds({"a": nn.Linear(8, 8)}, torch.randn(4, 8), rounds=3,
+    ...                    repeats=2, threads=1)
+    >>> len(t["a"])
+    3
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            times[name].append(latency(fn, example, repeats, threads=threads).median_ms)
+    return times
+
+
+def ratio_spread(
+    times: dict[str, list[float]], reference: str, name: str
+) -> tuple[float, float, float]:
+    """Median, min and max over rounds of ``times[reference] / times[name]``.
+
+    >>> ratio_spread({"ref": [2.0, 3.0, 4.0], "x": [1.0, 1.0, 1.0]}, "ref", "x")
+    (3.0, 2.0, 4.0)
+    """
+    ratios = [a / b for a, b in zip(times[reference], times[name], strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
 def compare_latency(
     variants: dict[str, nn.Module | Callable[[torch.Tensor], object]],
     example: torch.Tensor,
@@ -218,22 +260,15 @@ def compare_latency(
 ) -> dict[str, float]:
     """Median latency in ms of each variant, timed in alternation over ``rounds``.
 
-    A shared machine drifts (other jobs, frequency scaling), and whatever is
-    timed first or last takes the drift; alternating the variants within
-    each round and taking the median of their per-round medians puts them
-    on an equal footing. Compare ratios only within one call.
+    The median of the per-round medians of :func:`latency_rounds`. Compare
+    ratios only within one call.
 
     >>> t = compare_latency({"a": nn.Linear(8, 8), "b": nn.Linear(8, 2)},
     ...                     torch.randn(4, 8), rounds=2, repeats=3, threads=1)
     >>> sorted(t)
     ['a', 'b']
     """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(latency(fn, example, repeats, threads=threads).median_ms)
+    times = latency_rounds(variants, example, rounds, repeats, threads)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
