@@ -224,7 +224,7 @@ RECIPES: dict[str, KWSRecipe] = {
         lr=1e-3,
         teacher="dscnn-m-kws",
         min_val_accuracy=0.95,
-    ),  # fmt: skip
+    ),
     # unstructured on top, for the file: half of the remaining weights zero
     "dscnn-s-kws-kd-shrink25-sparse50": KWSRecipe(
         size="s",
@@ -235,7 +235,7 @@ RECIPES: dict[str, KWSRecipe] = {
         prune_epochs=4,
         teacher="dscnn-m-kws",
         min_val_accuracy=0.95,
-    ),  # fmt: skip
+    ),
 }
 
 
