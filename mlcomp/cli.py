@@ -40,6 +40,13 @@ class CommandError(Exception):
     """A failure the user can fix; printed as one line, exit status 1."""
 
 
+def _quality(info: dict) -> str:
+    """What a zoo record says of its model's quality, in a few words."""
+    if "val_bpc" in info:
+        return f"held-out {info['val_bpc']:.3f} bits per character"
+    return f"test accuracy {info['test_accuracy']:.4f}"
+
+
 def _zoo(args: argparse.Namespace) -> int:
     unknown = [n for n in args.names if n not in zoo.RECIPES]
     if unknown:
@@ -55,7 +62,7 @@ def _zoo(args: argparse.Namespace) -> int:
         except RuntimeError as err:
             raise CommandError(str(err)) from err
         for info in records:
-            print(f"{info['name']}: test accuracy {info['test_accuracy']:.4f}, "
+            print(f"{info['name']}: {_quality(info)}, "
                   f"trained in {info['train_seconds']} s, "
                   f"sha256 {info['sha256'][:16]}")  # fmt: skip
         print(f"written to {zoo.SHIPPED_DIR}")
@@ -65,7 +72,7 @@ def _zoo(args: argparse.Namespace) -> int:
         zoo.pretrained(name, progress=not args.quiet)
         info = zoo.record(name)
         print(
-            f"{name}: test accuracy {info['test_accuracy']:.4f}, trained in "
+            f"{name}: {_quality(info)}, trained in "
             f"{info['train_seconds']} s, ready in {time.perf_counter() - start:.1f} s"
         )
     return 0
@@ -279,6 +286,49 @@ def _listen(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _text(args: argparse.Namespace) -> int:
+    from mlcomp import lm, textcode
+
+    source = _existing(args.file)
+    out = Path(args.output)
+    _refuse_overwriting(out, source)
+    data = Path(source).read_bytes()
+    if args.action == "compress":
+        name = args.model or f"{lm.DEFAULT_MODEL}:mlc{lm.DEFAULT_BITS}"
+        try:
+            model = lm.resolve(name)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        label = Path(name).name if name.lower().endswith(".mlc") else name
+        start = time.perf_counter()
+        blob = textcode.compress(data, model, label, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        with atomic_open(out) as f:
+            f.write(blob)
+        bpc = 8 * len(blob) / max(len(data), 1)
+        print(f"{out}: {len(blob):,} bytes from {len(data):,} ({bpc:.3f} bits per "
+              f"byte, header included) with {label}, in {seconds:.1f} s")  # fmt: skip
+        return 0
+    header, _ = textcode.read_header(data)
+    name = args.model or header.model
+    try:
+        model = lm.resolve(name)
+    except (ValueError, FileNotFoundError) as err:
+        raise CommandError(
+            f"{err}; this file names the model {header.model!r}: pass --model"
+        ) from None
+    try:
+        text = textcode._decompress(data, model, progress=not args.quiet)
+    except ValueError as err:
+        if isinstance(err, CorruptFileError):
+            raise
+        raise CommandError(str(err)) from None
+    with atomic_open(out) as f:
+        f.write(text)
+    print(f"{out}: {len(text):,} bytes, CRC-32 checked, decoded with {name}")
+    return 0
+
+
 def _refuse_overwriting(output: Path, source: str | os.PathLike) -> None:
     """An output that is the input (by name, symlink or hard link) would lose it."""
     same = output.resolve() == Path(source).resolve() or (
@@ -386,6 +436,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, choices=range(1, 13), default=1, metavar="K",
                    help="show the K most likely labels (default 1)")  # fmt: skip
     p.set_defaults(run=_listen)
+
+    p = commands.add_parser(
+        "text", help="code any file with a language model (chapter 9): .mlt"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("compress", help="FILE -> FILE.mlt")
+    q.add_argument("file")
+    q.add_argument("-o", "--output", required=True, help="the .mlt file to write")
+    q.add_argument("--model", metavar="NAME",
+                   help="a zoo language model, NAME:mlcB (through an .mlc file of "
+                   "B bits) or an .mlc file; default: the compressed model of "
+                   "chapter 9")  # fmt: skip
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q = actions.add_parser("decompress", help="FILE.mlt -> the original bytes")
+    q.add_argument("file")
+    q.add_argument("-o", "--output", required=True, help="the file to write")
+    q.add_argument("--model", metavar="NAME",
+                   help="the model that coded it (default: the one its header "
+                   "names)")  # fmt: skip
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_text)
     return parser
 
 

@@ -27,7 +27,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "GPT", "encode_text", "decode_text", "bits_per_byte"]
+__all__ = [
+    "GPTConfig",
+    "GPT",
+    "generate",
+    "encode_text",
+    "decode_text",
+    "bits_per_byte",
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,9 @@ class CausalSelfAttention(nn.Module):
         if S == 0:
             mask = None
             causal = True
+        elif T == 1:  # one new position sees every key: no mask at all
+            mask = None
+            causal = False
         else:  # new position i (absolute S + i) sees keys 0..S + i
             mask = torch.ones(T, S + T, dtype=torch.bool, device=x.device).tril(S)
             causal = False
@@ -153,6 +163,10 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
+        # the tied matrix is stored once, as tok_emb.weight (safetensors
+        # refuses shared tensors, and a file should not hold it twice)
+        self.register_state_dict_post_hook(_drop_tied)
+        self.register_load_state_dict_pre_hook(_restore_tied)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale the residual writes
             if name.endswith("proj.weight"):
@@ -199,7 +213,6 @@ class GPT(nn.Module):
         )
         return logits, loss
 
-    @torch.no_grad()
     def generate(
         self,
         prompt: torch.Tensor,
@@ -209,48 +222,71 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Continue ``prompt`` (B, T) by ``max_new_tokens`` sampled bytes.
+        """Continue ``prompt`` (B, T) by ``max_new_tokens`` bytes: :func:`generate`."""
+        return generate(
+            self, prompt, max_new_tokens, temperature, top_k, generator, use_cache
+        )
 
-        ``temperature=0`` picks the most likely byte (greedy). With
-        ``use_cache`` each step feeds only the new byte and reuses the keys
-        and values of the earlier ones; without, it recomputes the whole
-        context (the two give the same bytes). When the context is full,
-        the oldest positions are dropped (and the cache rebuilt).
-        """
-        if max_new_tokens < 0 or temperature < 0:
-            raise ValueError("max_new_tokens and temperature must be >= 0")
-        was_training = self.training
-        self.eval()
-        out, cache = prompt, None
-        for _ in range(max_new_tokens):
-            window = out[:, -self.config.block_size :]
-            if (
-                use_cache
-                and cache is not None
-                and out.shape[1] <= self.config.block_size
-            ):
-                logits, cache = self(out[:, -1:], cache=cache)
-            elif use_cache:
-                logits, cache = self(window, cache=[])
-            else:
-                logits, _ = self(window)
-            logits = logits[:, -1]  # (B, V)
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[
-                        :, -1:
-                    ]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-            out = torch.cat([out, nxt], dim=1)
-            if out.shape[1] > self.config.block_size:
-                cache = None  # the window slides: positions change, rebuild
-        self.train(was_training)
-        return out
+
+def _drop_tied(module, state_dict, prefix, local_metadata) -> None:
+    state_dict.pop(prefix + "head.weight", None)
+
+
+def _restore_tied(module, state_dict, prefix, *args) -> None:
+    key = prefix + "tok_emb.weight"
+    if key in state_dict:
+        state_dict.setdefault(prefix + "head.weight", state_dict[key])
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Continue ``prompt`` (B, T) by ``max_new_tokens`` bytes sampled from ``model``.
+
+    ``model`` is a :class:`GPT` or anything with its call signature and
+    ``config`` (:class:`mlcomp.lm.OnnxLM`).
+
+    ``temperature=0`` picks the most likely byte (greedy). With
+    ``use_cache`` each step feeds only the new byte and reuses the keys
+    and values of the earlier ones; without, it recomputes the whole
+    context (the two give the same bytes). When the context is full,
+    the oldest positions are dropped (and the cache rebuilt).
+    """
+    if max_new_tokens < 0 or temperature < 0:
+        raise ValueError("max_new_tokens and temperature must be >= 0")
+    was_training = model.training
+    model.eval()
+    out, cache = prompt, None
+    for _ in range(max_new_tokens):
+        window = out[:, -model.config.block_size :]
+        if use_cache and cache is not None and out.shape[1] <= model.config.block_size:
+            logits, cache = model(out[:, -1:], cache=cache)
+        elif use_cache:
+            logits, cache = model(window, cache=[])
+        else:
+            logits, _ = model(window)
+        logits = logits[:, -1]  # (B, V)
+        if temperature == 0:
+            nxt = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)
+        out = torch.cat([out, nxt], dim=1)
+        if out.shape[1] > model.config.block_size:
+            cache = None  # the window slides: positions change, rebuild
+    model.train(was_training)
+    return out
 
 
 def encode_text(text: str | bytes) -> torch.Tensor:

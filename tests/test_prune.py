@@ -341,3 +341,63 @@ def test_iterative_prune_validates_arguments():
     prune.magnitude_(net, 0.5)
     with pytest.raises(ValueError, match="sparsity on entry is 0.5"):
         prune.iterative_prune(net, None, 0.4, rounds=2, epochs=1)
+
+
+# --- Wanda and N:M with scores ------------------------------------------------
+
+
+def test_wanda_scores_weigh_each_weight_by_its_inputs_norm():
+    from mlcomp.prune import wanda_scores
+
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(5, 3, generator=g) * torch.tensor([1.0, 10.0, 0.1])
+          for _ in range(3)]  # fmt: skip
+    scores = wanda_scores(net, xs)
+    norms = torch.cat(xs).pow(2).sum(0).sqrt()
+    torch.testing.assert_close(scores["0"], net[0].weight.abs() * norms)
+    hidden = torch.relu(net[0](torch.cat(xs)))
+    torch.testing.assert_close(
+        scores["2"], net[2].weight.abs() * hidden.pow(2).sum(0).sqrt()
+    )
+    with pytest.raises(ValueError, match="calibration"):
+        wanda_scores(net, [])
+
+
+def test_row_scope_prunes_the_same_share_of_every_output_row():
+    from mlcomp.prune import prune_by_scores_
+
+    net = nn.Sequential(nn.Linear(8, 4))
+    scores = {"0": torch.arange(32.0).view(4, 8) * torch.tensor([[1], [-1], [1], [1]])}
+    prune_by_scores_(net, scores, 0.25, scope="row")
+    mask = net[0].weight_mask
+    assert mask.sum(1).tolist() == [6, 6, 6, 6]
+    assert mask[0, :2].sum() == 0 and mask[1, -2:].sum() == 0  # lowest of each row
+
+
+def test_wanda_keeps_weights_that_meet_large_inputs():
+    from mlcomp.prune import prune_by_scores_, wanda_scores
+
+    net = nn.Sequential(nn.Linear(4, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.5, 0.4, 0.3]]))
+    x = torch.tensor([[0.01, 1.0, 1.0, 1.0]])  # input 0 is almost silent
+    prune_by_scores_(net, wanda_scores(net, [x]), 0.25, scope="row")
+    assert net[0].weight_mask.tolist() == [[0.0, 1.0, 1.0, 1.0]]  # magnitude: 3
+
+
+def test_prune_nm_with_and_without_scores():
+    from mlcomp.prune import nm_mask, prune_nm_
+
+    w = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    assert nm_mask(w).tolist() == [[1, 1, 0, 0]]
+    assert nm_mask(w, scores=torch.tensor([[1.0, 2.0, 3.0, 4.0]])).tolist() == [
+        [0, 0, 1, 1]
+    ]
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 4))
+    prune_nm_(net, scores={"0": torch.rand(4, 8)})
+    assert hasattr(net[0], "weight_mask") and not hasattr(net[1], "weight_mask")
+    groups = net[0].weight_mask.view(4, 2, 4).sum(-1)
+    assert bool((groups == 2).all())
+    with pytest.raises(ValueError, match="scores of shape"):
+        nm_mask(w, scores=torch.zeros(2, 2))

@@ -580,3 +580,55 @@ def test_capture_inputs_sees_what_each_layer_gets():
     assert torch.equal(inputs["0"], x)
     assert torch.equal(inputs["2"], torch.relu(net[0](x)).detach())
     assert net.training and not net[0]._forward_pre_hooks
+
+
+# --- group-wise weight-only quantization ------------------------------------
+
+
+def test_group_quantization_is_exact_on_its_grid_and_bounded_elsewhere():
+    from mlcomp.quant.groups import GroupQuantized
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 256, generator=g)
+    q = GroupQuantized.from_weight(w, bits=4, group_size=64)
+    assert q.codes.max() <= 15 and q.scales.dtype == torch.float16
+    err = (q.dequantize() - w).abs().reshape(16, 4, 64)
+    assert bool((err <= q.scales.float()[..., None] * 0.5 + 1e-6).all())
+    again = GroupQuantized.from_weight(q.dequantize(), bits=4, group_size=64)
+    torch.testing.assert_close(again.dequantize(), q.dequantize())  # idempotent
+    w[0, 0] = 0.0
+    assert float(GroupQuantized.from_weight(w, 4, 64).dequantize()[0, 0]) == 0.0
+
+
+def test_smaller_groups_cost_more_bits_and_err_less_with_an_outlier():
+    from mlcomp.quant.groups import GroupQuantized
+
+    w = torch.randn(64, 512, generator=torch.Generator().manual_seed(1))
+    w[:, 7] *= 40  # one outlier input, as in Transformer activations' weights
+    errors, sizes = [], []
+    for group in (32, 128, 512):
+        q = GroupQuantized.from_weight(w, bits=4, group_size=group)
+        errors.append(float(((q.dequantize() - w) ** 2).mean()))
+        sizes.append(q.nbytes)
+        assert q.bits_per_weight == pytest.approx(4 + (16 + 4) / group)
+    assert errors[0] < errors[1] < errors[2]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_group_quantization_rejects_bad_shapes_and_saves_a_real_file(tmp_path):
+    from safetensors.torch import load_file
+
+    from mlcomp.quant.groups import GroupQuantized, quantize_groups_, save_groups
+
+    with pytest.raises(ValueError, match="divide"):
+        GroupQuantized.from_weight(torch.zeros(4, 30), 4, 8)
+    with pytest.raises(ValueError, match="2-D"):
+        GroupQuantized.from_weight(torch.zeros(30), 4, 10)
+    net = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 8))
+    q = quantize_groups_(net, bits=4, group_size=32)
+    path = save_groups(tmp_path / "m.safetensors", q, net)
+    stored = load_file(str(path))
+    assert stored["0.codes"].numel() == 64 * 128 // 2  # two codes per byte
+    payload = sum(t.numel() * t.element_size() for t in stored.values())
+    assert payload == sum(g.nbytes for g in q.values()) + 2 * (64 + 8)  # biases
+    assert path.stat().st_size < payload + 2048  # the header is small

@@ -45,7 +45,15 @@ from mlcomp.coding._format import (
 )
 from mlcomp.coding.model import Categorical, code_alphabet, default_precision
 
-__all__ = ["ArithmeticEncoder", "ArithmeticDecoder", "encode", "decode", "MAX_TOTAL"]
+__all__ = [
+    "ArithmeticEncoder",
+    "ArithmeticDecoder",
+    "RowEncoder",
+    "RowDecoder",
+    "encode",
+    "decode",
+    "MAX_TOTAL",
+]
 
 _BITS = 32
 _TOP = (1 << _BITS) - 1
@@ -293,6 +301,172 @@ def _decode_static(bits, n, cdf):  # pragma: no cover - compiled; mirrors the cl
                 return out, -1
         out[i] = s
     return out, pos
+
+
+@numba.njit(cache=True)
+def _encode_rows(state, idx, cdfs):  # pragma: no cover - compiled; mirrors the class
+    bits = np.zeros(64 * idx.size + 64, np.uint8)
+    nb = 0
+    low, high, pending = state[0], state[1], state[2]
+    for i in range(idx.size):
+        s = idx[i]
+        total = cdfs[i, -1]
+        width = high - low + 1
+        high = low + width * cdfs[i, s + 1] // total - 1
+        low = low + width * cdfs[i, s] // total
+        while True:
+            if high < _HALF:
+                bit = 0
+            elif low >= _HALF:
+                bit = 1
+                low -= _HALF
+                high -= _HALF
+            elif low >= _QUARTER and high < _HALF + _QUARTER:
+                bit = -1
+                pending += 1
+                low -= _QUARTER
+                high -= _QUARTER
+            else:
+                break
+            if bit >= 0:
+                bits[nb] = bit
+                nb += 1
+                for _ in range(pending):
+                    bits[nb] = 1 - bit
+                    nb += 1
+                pending = 0
+            low = 2 * low
+            high = 2 * high + 1
+    state[0], state[1], state[2] = low, high, pending
+    return bits[:nb]
+
+
+@numba.njit(cache=True)
+def _decode_rows(state, bits, cdfs):  # pragma: no cover - compiled; mirrors the class
+    low, high, value, pos = state[0], state[1], state[2], state[3]
+    out = np.empty(cdfs.shape[0], np.int64)
+    for i in range(cdfs.shape[0]):
+        total = cdfs[i, -1]
+        width = high - low + 1
+        target = ((value - low + 1) * total - 1) // width
+        lo, hi = 0, cdfs.shape[1] - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cdfs[i, mid] <= target:
+                lo = mid
+            else:
+                hi = mid
+        s = lo
+        high = low + width * cdfs[i, s + 1] // total - 1
+        low = low + width * cdfs[i, s] // total
+        while True:
+            if high < _HALF:
+                pass
+            elif low >= _HALF:
+                low -= _HALF
+                high -= _HALF
+                value -= _HALF
+            elif low >= _QUARTER and high < _HALF + _QUARTER:
+                low -= _QUARTER
+                high -= _QUARTER
+                value -= _QUARTER
+            else:
+                break
+            low = 2 * low
+            high = 2 * high + 1
+            value = 2 * value + (bits[pos] if pos < bits.size else 0)
+            pos += 1
+            if pos > bits.size + _BITS:
+                state[3] = -1
+                return out
+        out[i] = s
+    state[0], state[1], state[2], state[3] = low, high, value, pos
+    return out
+
+
+def _check_rows(cdfs) -> np.ndarray:
+    cdfs = np.ascontiguousarray(cdfs, dtype=np.int64)
+    if cdfs.ndim != 2 or cdfs.shape[1] < 2:
+        raise ValueError(f"cdfs must be (n, alphabet + 1), got shape {cdfs.shape}")
+    if cdfs.size and (
+        (cdfs[:, 0] != 0).any()
+        or (np.diff(cdfs, axis=1) < 0).any()
+        or not (0 < cdfs[:, -1]).all()
+        or (cdfs[:, -1] > MAX_TOTAL).any()
+    ):
+        raise ValueError(
+            f"every cdf row must start at 0, not decrease, and end in 1 .. {MAX_TOTAL}"
+        )
+    return cdfs
+
+
+class RowEncoder:
+    """:class:`ArithmeticEncoder`'s steps compiled, for many symbols per call.
+
+    ``encode(symbols, cdfs)`` codes ``symbols[i]`` with the cumulative
+    counts ``cdfs[i]`` (one row per symbol), continuing one stream across
+    calls: how a language model drives the coder, a batch of next-byte
+    distributions at a time. The bits are those of the class, symbol for
+    symbol (a test checks it).
+
+    >>> cdfs = np.array([[0, 5, 9, 10]] * 3)
+    >>> enc = RowEncoder(); enc.encode([0, 2, 1], cdfs); data = enc.finish()
+    >>> RowDecoder(data).decode(cdfs).tolist()
+    [0, 2, 1]
+    """
+
+    def __init__(self) -> None:
+        self._state = np.array([0, _TOP, 0], np.int64)
+        self._bits: list[np.ndarray] = []
+
+    def encode(self, symbols, cdfs) -> None:
+        cdfs = _check_rows(cdfs)
+        idx = np.asarray(symbols, dtype=np.int64).reshape(-1)
+        if idx.size != cdfs.shape[0]:
+            raise ValueError(f"{idx.size} symbols but {cdfs.shape[0]} cdf rows")
+        if idx.size == 0:
+            return
+        if idx.min() < 0 or idx.max() >= cdfs.shape[1] - 1:
+            raise ValueError(f"a symbol is outside 0 .. {cdfs.shape[1] - 2}")
+        rows = np.arange(idx.size)
+        if (cdfs[rows, idx + 1] <= cdfs[rows, idx]).any():
+            raise ValueError("a symbol has zero frequency in its cdf row")
+        self._bits.append(_encode_rows(self._state, idx, cdfs))
+
+    def finish(self) -> bytes:
+        """Settle the interval (two more bits) and return the bytes (zero-padded)."""
+        low, pending = int(self._state[0]), int(self._state[2]) + 1
+        bit = 0 if low < _QUARTER else 1
+        tail = np.array([bit] + [1 - bit] * pending, np.uint8)
+        bits = np.concatenate(self._bits + [tail])
+        self._bits = []
+        return np.packbits(bits).tobytes()
+
+
+class RowDecoder:
+    """Decode what :class:`RowEncoder` wrote, given the same cdf rows in order.
+
+    Reading more than 32 bits past the end of the data raises
+    :class:`~mlcomp.coding.CorruptFileError` (truncated data, or more
+    symbols asked for than were coded).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._bits = np.unpackbits(np.frombuffer(bytes(data), np.uint8))
+        value = 0
+        for i in range(_BITS):
+            value = 2 * value + (int(self._bits[i]) if i < self._bits.size else 0)
+        self._state = np.array([0, _TOP, value, _BITS], np.int64)
+
+    def decode(self, cdfs) -> np.ndarray:
+        """The next ``len(cdfs)`` symbols, one per cdf row."""
+        cdfs = _check_rows(cdfs)
+        if self._state[3] < 0:
+            raise CorruptFileError("arithmetic-coded data ended too early")
+        out = _decode_rows(self._state, self._bits, cdfs)
+        if self._state[3] < 0:
+            raise CorruptFileError("arithmetic-coded data ended too early")
+        return out
 
 
 def encode(

@@ -31,11 +31,13 @@ from mlcomp.prune.masks import (
     magnitude_mask,
     nm_mask,
     prune_by_scores_,
+    prune_nm_,
     remove_,
     sensitivity,
     snip_scores,
     sparsity,
     taylor_scores,
+    wanda_scores,
 )
 from mlcomp.prune.schedules import agp_schedule, gradual_prune, iterative_prune, rewind_
 from mlcomp.prune.storage import (
@@ -59,6 +61,8 @@ __all__ = [
     "magnitude_mask",
     "masks",
     "nm_mask",
+    "prune_nm_",
+    "wanda_scores",
     "prunable",
     "prune_by_scores_",
     "relative_gaps",

@@ -6,9 +6,12 @@ Masks are kept the way :mod:`torch.nn.utils.prune` keeps them (a parameter
 and un-prunes (:func:`remove_`) exactly like one pruned by PyTorch.
 
 * Criteria: magnitude ``|w|`` (Han et al. 2015), first-order Taylor
-  ``|w * mean gradient|`` and SNIP's connection sensitivity (Lee et al. 2019).
-* Scope: ``"layer"`` (the same fraction of every layer) or ``"global"`` (one
-  threshold for all layers).
+  ``|w * mean gradient|``, SNIP's connection sensitivity (Lee et al. 2019)
+  and Wanda's ``|w_ij| * ||x_j||`` (Sun et al. 2023), which weighs each
+  weight by the size of the input it multiplies.
+* Scope: ``"layer"`` (the same fraction of every layer), ``"row"`` (the same
+  fraction of every output row, Wanda's comparison group) or ``"global"``
+  (one threshold for all layers).
 * ``amount`` is the *total* fraction (float in [0, 1]) or count (int) of each
   scope's weights that are zero afterwards (:func:`mlcomp.utils.count`);
   already-pruned weights count, so calling again with a larger amount prunes
@@ -35,6 +38,8 @@ __all__ = [
     "prune_by_scores_",
     "taylor_scores",
     "snip_scores",
+    "wanda_scores",
+    "prune_nm_",
     "sparsity",
     "remove_",
     "sensitivity",
@@ -125,6 +130,15 @@ def prune_by_scores_(
     if scope == "layer":
         for name, score in masked.items():
             _set_mask(modules[name], _keep_largest(score, count(amount, score.numel())))
+    elif scope == "row":
+        for name, score in masked.items():
+            rows = score.reshape(score.shape[0], -1)
+            n_zero = count(amount, rows.shape[1])
+            mask = torch.ones_like(rows)
+            if n_zero:
+                lowest = torch.topk(rows, n_zero, dim=1, largest=False).indices
+                mask.scatter_(1, lowest, 0.0)
+            _set_mask(modules[name], mask.view_as(score))
     elif scope == "global":
         flat = torch.cat([s.flatten() for s in masked.values()])
         mask = _keep_largest(flat, count(amount, flat.numel()))
@@ -134,7 +148,7 @@ def prune_by_scores_(
             _set_mask(modules[name], mask[start : start + n].view_as(score))
             start += n
     else:
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        raise ValueError(f"scope must be 'layer', 'row' or 'global', got {scope!r}")
     return model
 
 
@@ -288,8 +302,12 @@ def sensitivity(
     )
 
 
-def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+def nm_mask(
+    weight: torch.Tensor, n: int = 2, m: int = 4, scores: torch.Tensor | None = None
+) -> torch.Tensor:
     """0/1 mask keeping the ``n`` largest ``|w|`` in every group of ``m`` inputs.
+
+    With ``scores`` (of ``weight``'s shape), the ``n`` highest scores instead.
 
     Groups run along the input dimension of each output row (for a conv,
     over ``in_channels * kh * kw`` in memory order), as sparse tensor cores
@@ -303,7 +321,95 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     rows = weight.detach().reshape(weight.shape[0], -1)
     if rows.shape[1] % m:
         raise ValueError(f"input size {rows.shape[1]} is not a multiple of m={m}")
-    groups = rows.abs().reshape(rows.shape[0], -1, m)  # (out, in/m, m)
+    if scores is not None and scores.shape != weight.shape:
+        raise ValueError(
+            f"scores of shape {tuple(scores.shape)} for a weight of "
+            f"{tuple(weight.shape)}"
+        )
+    rank = rows.abs() if scores is None else scores.detach().reshape(rows.shape)
+    groups = rank.reshape(rows.shape[0], -1, m)  # (out, in/m, m)
     keep = torch.topk(groups, n, dim=-1).indices
     mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
     return mask.reshape(weight.shape)
+
+
+def prune_nm_(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    scores: dict[str, torch.Tensor] | None = None,
+    filter_fn: FilterFn | None = None,
+) -> nn.Module:
+    """Give every prunable layer an N:M mask (:func:`nm_mask`), in place.
+
+    By magnitude, or by ``scores`` (a dict from layer name to scores, e.g.
+    :func:`wanda_scores`; then exactly those layers are pruned).
+
+    >>> net = prune_nm_(nn.Sequential(nn.Linear(8, 3)))
+    >>> float(net[0].weight_mask.mean())
+    0.5
+    """
+    modules = dict(model.named_modules())
+    names = list(scores) if scores is not None else list(prunable(model, filter_fn))
+    for name in names:
+        if name not in modules:
+            raise KeyError(f"no layer named {name!r} in the model")
+        module = modules[name]
+        score = None if scores is None else scores[name]
+        _set_mask(module, nm_mask(_weight(module), n, m, score))
+    return model
+
+
+@torch.no_grad()
+def wanda_scores(
+    model: nn.Module,
+    inputs: Iterable,
+    filter_fn: FilterFn | None = None,
+) -> dict[str, torch.Tensor]:
+    """Wanda's scores ``|w_ij| * ||x_j||_2`` for every Linear layer (Sun et al. 2023).
+
+    ``||x_j||_2`` is the norm of input feature ``j`` of the layer over every
+    row (token, sample) of the calibration batches ``inputs`` (an iterable
+    of model inputs). Prune by them with ``scope="row"``: Wanda compares
+    weights within each output row. No gradient, no retraining.
+
+    >>> net = nn.Sequential(nn.Linear(2, 1, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 1.0]]))
+    >>> x = torch.tensor([[3.0, 0.0], [4.0, 1.0]])  # ||x_0|| = 5, ||x_1|| = 1
+    >>> wanda_scores(net, [x])["0"]
+    tensor([[5., 1.]])
+    """
+    layers = {
+        name: module
+        for name, module in prunable(model, filter_fn).items()
+        if isinstance(module, nn.Linear)
+    }
+    sums = {name: torch.zeros(m.in_features, dtype=torch.float64)
+            for name, m in layers.items()}  # fmt: skip
+
+    def hook(module, args, name):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        sums[name] += (x * x).sum(dim=0)
+
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: hook(mod, args, name))
+        for name, m in layers.items()
+    ]
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        for batch in inputs:
+            model(batch)
+            seen += 1
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError("inputs is empty: Wanda needs calibration data")
+    return {
+        name: _weight(m).detach().abs() * sums[name].sqrt().float()[None, :]
+        for name, m in layers.items()
+    }

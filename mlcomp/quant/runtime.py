@@ -42,6 +42,7 @@ __all__ = [
     "OnnxModule",
     "node_names",
     "profile_onnx",
+    "strip_metadata",
     "METHODS",
 ]
 
@@ -66,8 +67,6 @@ def export_onnx(
     >>> OnnxModule(path)(torch.zeros(5, 3)).shape
     torch.Size([5, 2])
     """
-    import onnx
-
     path = Path(path)
     if not isinstance(example, torch.Tensor) or example.dim() < 1:
         raise ValueError("example must be a tensor with a batch dimension")
@@ -87,6 +86,18 @@ def export_onnx(
         )
     finally:
         model.train(was_training)
+    return strip_metadata(path)
+
+
+def strip_metadata(path: str | os.PathLike) -> Path:
+    """Remove the exporter's debugging metadata from an ONNX file and check it.
+
+    Stack traces with local paths and FX node dumps: without them the same
+    model gives the same bytes on every machine.
+    """
+    import onnx
+
+    path = Path(path)
     proto = onnx.load(str(path))
     del proto.graph.metadata_props[:]
     for node in proto.graph.node:
