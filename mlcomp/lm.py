@@ -28,7 +28,10 @@ distribution as the target, Hinton et al. 2015), see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import math
 import os
 import time
@@ -47,10 +50,13 @@ __all__ = [
     "LMRecipe",
     "OnnxLM",
     "RECIPES",
+    "STUDENT",
     "TEACHER",
     "corpus",
     "evaluate",
     "export_onnx",
+    "in_blocks",
+    "prequential",
     "train_recipe",
 ]
 
@@ -62,8 +68,15 @@ class LMRecipe:
     ``steps`` optimizer steps of ``batch_size`` windows of ``block_size``
     predictions; warm-up over ``warmup`` steps to ``lr``, cosine decay to
     ``lr / 10``. With ``teacher`` (a zoo name), distillation at
-    ``temperature`` and ``alpha``. ``max_val_bpc`` judges the result (not
-    hashed): training that ends above it is an error.
+    ``temperature`` and ``alpha``. With ``base`` (a zoo name) and
+    ``energy``, the base model's block matrices are factorized by truncated
+    SVD, each at the rank that keeps ``energy`` of its squared singular
+    values (:func:`mlcomp.lowrank.factorize_`), and the factorized model is
+    fine-tuned; its shape is the base's. ``max_val_bpc`` judges the result
+    (not hashed): training that ends above it is an error.
+    ``claims_steps`` and ``claims_max_val_bpc`` (not hashed) are the shorter
+    budget ``make claims`` trains with when it retrains the zoo from another
+    seed, and the check that budget must pass.
 
     >>> LMRecipe(steps=0)
     Traceback (most recent call last):
@@ -86,6 +99,10 @@ class LMRecipe:
     eval_every: int = 250
     threads: int = 2
     max_val_bpc: float = 8.0  # a check, not hashed
+    base: str | None = None
+    energy: float | None = None
+    claims_steps: int | None = None  # the budget of `make claims`, not hashed
+    claims_max_val_bpc: float | None = None  # its check, not hashed
 
     model = "gpt"
 
@@ -94,10 +111,17 @@ class LMRecipe:
             raise ValueError(
                 "steps, lr, batch_size and warmup must be positive (warmup >= 0)"
             )
-        self.config()  # validates the shape
+        if (self.base is None) != (self.energy is None):
+            raise ValueError("a low-rank recipe needs both base and energy")
+        if self.base is None:
+            self.config()  # validates the shape
 
     def config(self) -> gpt.GPTConfig:
-        """The model shape of this recipe."""
+        """The model shape of this recipe (a low-rank recipe's: its base's)."""
+        if self.base is not None:
+            from mlcomp import zoo
+
+            return zoo.recipe_for(self.base).config()
         return gpt.GPTConfig(
             block_size=self.block_size,
             n_layer=self.n_layer,
@@ -105,25 +129,95 @@ class LMRecipe:
             n_embd=self.n_embd,
         )
 
-    def build(self) -> gpt.GPT:
-        """An untrained model of this recipe's shape."""
-        return gpt.GPT(self.config())
+    def build(self, cache_dir: str | os.PathLike | None = None) -> gpt.GPT:
+        """An untrained model of this recipe's shape; for a low-rank recipe,
+        its base factorized (the starting point of its fine-tuning)."""
+        if self.base is None:
+            return gpt.GPT(self.config())
+        from mlcomp import lowrank, zoo
+
+        net = zoo.pretrained(self.base, progress=False, cache_dir=cache_dir)
+        return lowrank.factorize_(net, energy=self.energy, filter_fn=in_blocks)
 
     def digest(self) -> str:
         from mlcomp import zoo
 
         extra = {"data": datasets.SHAKESPEARE_SHA256, "format": zoo.FORMAT_VERSION}
-        if self.teacher is not None:
-            extra["teacher_digest"] = zoo.recipe_for(self.teacher).digest()
-        return zoo._digest(self, extra)
+        for field in ("teacher", "base"):
+            name = getattr(self, field)
+            if name is not None:
+                extra[f"{field}_digest"] = zoo.recipe_for(name).digest()
+        payload = {
+            k: v for k, v in dataclasses.asdict(self).items()
+            if k not in zoo.CHECKS and not (k in _OPTIONAL and v is None)
+        }  # fmt: skip
+        return hashlib.sha256(
+            json.dumps(payload | extra, sort_keys=True).encode()
+        ).hexdigest()
+
+
+# fields added after the first models were shipped: hashed only when set, so
+# that the recipes that do not use them keep their digests
+_OPTIONAL = ("base", "energy")
+
+
+def in_blocks(module: nn.Module, name: str) -> bool:
+    """A ``filter_fn`` for the matrices of the Transformer blocks.
+
+    The embeddings and the tied output head are left alone: they are one
+    matrix, and pruning or factorizing the head would untie it.
+    """
+    return name.startswith("blocks.")
 
 
 TEACHER = "gpt-shakespeare"
 
+STUDENT = "gpt-shakespeare-s-kd"
+_STUDENT_SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "steps": 2500}
+
 RECIPES: dict[str, LMRecipe] = {
     # The teacher: 4 blocks of width 192 (1.9M parameters), 4,000 steps of
     # 32 x 256 bytes (33M bytes, about 7 passes over the training works).
-    TEACHER: LMRecipe(max_val_bpc=2.2),
+    TEACHER: LMRecipe(max_val_bpc=2.2, claims_steps=600, claims_max_val_bpc=2.8),
+    # The student: width 128 (0.86M parameters), 2,500 steps, distilled from
+    # the teacher (T = 2, alpha = 0.5).
+    STUDENT: LMRecipe(
+        **_STUDENT_SHAPE,
+        teacher=TEACHER,
+        temperature=2.0,
+        alpha=0.5,
+        max_val_bpc=2.6,
+        claims_steps=400,
+        claims_max_val_bpc=3.0,
+    ),  # fmt: skip
+    # A small model (2 blocks of width 64, 0.1M parameters) for the
+    # description-length curve.
+    "gpt-shakespeare-xs": LMRecipe(
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        steps=2000,
+        lr=3e-3,
+        max_val_bpc=3.5,
+        claims_steps=400,
+        claims_max_val_bpc=3.8,
+    ),  # fmt: skip
+    # The teacher's block matrices factorized by truncated SVD at 80% energy
+    # (0.85M parameters), then fine-tuned for 500 steps.
+    "gpt-shakespeare-svd": LMRecipe(
+        base=TEACHER,
+        energy=0.8,
+        steps=500,
+        lr=1e-3,
+        warmup=20,
+        max_val_bpc=2.6,
+        claims_steps=100,
+        claims_max_val_bpc=3.5,
+    ),  # fmt: skip
+    # The same student trained on the next byte alone, for comparison.
+    "gpt-shakespeare-s": LMRecipe(
+        **_STUDENT_SHAPE, max_val_bpc=2.6, claims_steps=400, claims_max_val_bpc=3.0
+    ),
 }
 
 
@@ -147,11 +241,10 @@ def _learning_rate(recipe: LMRecipe, step: int) -> float:
 
 
 def _batch(
-    data: torch.Tensor, recipe: LMRecipe, generator: torch.Generator
+    data: torch.Tensor, n: int, batch_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    n = recipe.block_size
     high = len(data) - n - 1
-    starts = torch.randint(0, high, (recipe.batch_size,), generator=generator)
+    starts = torch.randint(0, high, (batch_size,), generator=generator)
     windows = torch.stack([data[s : s + n + 1] for s in starts.tolist()]).long()
     return windows[:, :-1], windows[:, 1:]  # (B, T) inputs and next bytes
 
@@ -182,40 +275,26 @@ def evaluate(model: gpt.GPT, split: str = "val", max_bytes: int | None = None) -
     return gpt.bits_per_byte(model, data.long())
 
 
-def train_recipe(
+def _fit(
+    net: gpt.GPT,
+    data: torch.Tensor,
     recipe: LMRecipe,
+    teacher: gpt.GPT | None = None,
     progress: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-) -> tuple[gpt.GPT, dict]:
-    """Train a byte-level GPT by ``recipe``; return it (eval mode) and its metrics.
+    curve: bool = True,
+) -> list:
+    """The training loop of :func:`train_recipe`, on the bytes ``data``.
 
-    The metrics are the held-out bits per character (``val_bpc``), the
-    training time, and the learning curve: every ``eval_every`` steps, the
-    mean training loss since the last point and the bits per character on
-    the first 16 KiB of the held-out works (in bits).
-
-    >>> r = LMRecipe(n_layer=1, n_head=1, n_embd=16, block_size=16, steps=3,
-    ...              eval_every=2)
-    >>> net, info = train_recipe(r, progress=False)
-    >>> sorted(info)
-    ['curve', 'train_bytes', 'train_seconds', 'val_bpc']
+    Returns the learning curve (empty with ``curve=False``).
     """
-    from mlcomp import distill, zoo
+    from mlcomp import distill
 
-    data = corpus("train")
-    utils.set_seed(recipe.seed)
-    net = recipe.build()
-    teacher = None
-    if recipe.teacher is not None:
-        teacher = zoo.pretrained(recipe.teacher, progress=progress, cache_dir=cache_dir)
-        if teacher.config.block_size != recipe.block_size:
-            raise ValueError("a student must have its teacher's block_size")
     optimizer = _optimizer(net, recipe)
     generator = torch.Generator().manual_seed(recipe.seed)
+    n = net.config.block_size
     threads_before = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
-    curve, running, count = [], 0.0, 0
-    start = time.perf_counter()
+    points, running, count = [], 0.0, 0
     bar = tqdm(range(recipe.steps), desc="train", disable=not progress,
                mininterval=5.0)  # fmt: skip
     try:
@@ -223,7 +302,7 @@ def train_recipe(
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(recipe, step)
-            x, y = _batch(data, recipe, generator)
+            x, y = _batch(data, n, recipe.batch_size, generator)
             logits, loss = net(x, targets=y)
             if teacher is not None:
                 with torch.no_grad():
@@ -240,17 +319,52 @@ def train_recipe(
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
             running, count = running + loss.item(), count + 1
-            if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
+            last = step + 1 == recipe.steps
+            if curve and ((step + 1) % recipe.eval_every == 0 or last):
                 val = evaluate(net, max_bytes=16384)
                 net.train()
-                curve.append([step + 1, round(running / count / math.log(2), 4),
-                              round(val, 4)])  # fmt: skip
+                points.append([step + 1, round(running / count / math.log(2), 4),
+                               round(val, 4)])  # fmt: skip
                 running, count = 0.0, 0
-                bar.set_postfix(loss_bits=curve[-1][1], val_bpc=curve[-1][2])
+                bar.set_postfix(loss_bits=points[-1][1], val_bpc=points[-1][2])
     finally:
         torch.set_num_threads(threads_before)
-    seconds = time.perf_counter() - start
+        bar.close()
     net.eval()
+    return points
+
+
+def train_recipe(
+    recipe: LMRecipe,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[gpt.GPT, dict]:
+    """Train a byte-level GPT by ``recipe``; return it (eval mode) and its metrics.
+
+    The metrics are the held-out bits per character (``val_bpc``), the
+    training time, and the learning curve: every ``eval_every`` steps, the
+    mean training loss since the last point and the bits per character on
+    the first 16 KiB of the held-out works (in bits). With a teacher, the
+    training loss is the distillation loss.
+
+    >>> r = LMRecipe(n_layer=1, n_head=1, n_embd=16, block_size=16, steps=3,
+    ...              eval_every=2)
+    >>> net, info = train_recipe(r, progress=False)
+    >>> sorted(info)
+    ['curve', 'train_bytes', 'train_seconds', 'val_bpc']
+    """
+    from mlcomp import zoo
+
+    utils.set_seed(recipe.seed)
+    net = recipe.build(cache_dir=cache_dir)
+    teacher = None
+    if recipe.teacher is not None:
+        teacher = zoo.pretrained(recipe.teacher, progress=progress, cache_dir=cache_dir)
+        if teacher.config.block_size != recipe.config().block_size:
+            raise ValueError("a student must have its teacher's block_size")
+    start = time.perf_counter()
+    curve = _fit(net, corpus("train"), recipe, teacher, progress)
+    seconds = time.perf_counter() - start
     val_bpc = evaluate(net)
     if val_bpc > recipe.max_val_bpc:
         raise RuntimeError(
@@ -260,9 +374,58 @@ def train_recipe(
     return net, {
         "val_bpc": round(val_bpc, 5),
         "train_seconds": round(seconds, 1),
-        "train_bytes": recipe.steps * recipe.batch_size * recipe.block_size,
+        "train_bytes": recipe.steps * recipe.batch_size * net.config.block_size,
         "curve": curve,
     }
+
+
+def prequential(
+    data: bytes, boundaries: list[int], recipe: LMRecipe, progress: bool = False
+):
+    """The prequential (online) code length of ``data`` (Blier & Ollivier 2018).
+
+    The first ``boundaries[0]`` bytes are sent with a uniform code (8 bits
+    each); then, for each block ``[b_k, b_(k+1))`` (the last one ends at
+    ``len(data)``), a fresh model of ``recipe``'s shape is trained from
+    ``recipe.seed`` for ``recipe.steps`` steps on the bytes before ``b_k``
+    and codes the block (:func:`mlcomp.textcode.code_length`). A receiver
+    can repeat every training run on what it has decoded, so no model is
+    ever sent: the total is a description length of the data alone.
+
+    Returns a table with one row per block: its bytes and bits.
+
+    >>> r = LMRecipe(n_layer=1, n_head=1, n_embd=16, block_size=16, steps=2,
+    ...              batch_size=4, warmup=1)
+    >>> table = prequential(b"abcd" * 64, [64, 128], r)
+    >>> table["bytes"].tolist(), float(table["bits"].iloc[0])
+    ([64, 64, 128], 512.0)
+    """
+    import pandas as pd
+
+    from mlcomp import textcode
+
+    data = bytes(data)
+    edges = [0, *boundaries, len(data)]
+    if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError("boundaries must increase strictly inside (0, len(data))")
+    n = recipe.config().block_size
+    if boundaries[0] <= n + 1:
+        raise ValueError(
+            f"the first block must be longer than block_size + 1 ({n + 1} bytes) "
+            "to train on"
+        )
+    rows = [{"start": 0, "end": edges[1], "bytes": edges[1], "bits": 8.0 * edges[1]}]
+    for a, b in tqdm(list(zip(edges[1:], edges[2:], strict=False)),
+                     desc="prequential", disable=not progress):  # fmt: skip
+        utils.set_seed(recipe.seed)
+        net = recipe.build()
+        prefix = torch.frombuffer(bytearray(data[:a]), dtype=torch.uint8)
+        _fit(net, prefix, recipe, progress=False, curve=False)
+        bits, _ = textcode.code_length(net, data[a:b])
+        rows.append({"start": a, "end": b, "bytes": b - a, "bits": bits})
+    table = pd.DataFrame(rows)
+    table["bits per byte"] = table["bits"] / table["bytes"]
+    return table
 
 
 # --------------------------------------------------------------------------
@@ -455,7 +618,7 @@ def load(path: str | os.PathLike) -> gpt.GPT:
     return from_state_dict(load_compressed(path))
 
 
-DEFAULT_MODEL = TEACHER
+DEFAULT_MODEL = STUDENT
 DEFAULT_BITS = 6
 
 
@@ -496,3 +659,16 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None) -> gpt.GPT:
         folder.mkdir(parents=True, exist_ok=True)
         save(zoo.pretrained(base, progress=False, cache_dir=cache_dir), path, bits)
     return load(path)
+
+
+def held_out_sample(per_work: int = 32768) -> bytes:
+    """The first ``per_work`` bytes of each held-out work, joined by blank lines.
+
+    A fixed sample for comparing many variants quickly; the full held-out
+    works (:func:`evaluate`) for the numbers that matter most.
+
+    >>> len(held_out_sample(1000))
+    4006
+    """
+    texts = [w.text[:per_work] for w in datasets.shakespeare_works("val")]
+    return "\n\n".join(texts).encode("utf-8")

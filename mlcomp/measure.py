@@ -217,6 +217,7 @@ def latency_rounds(
     rounds: int = 5,
     repeats: int = 20,
     threads: int | None = None,
+    warmup: int = 10,
 ) -> dict[str, list[float]]:
     """Median latency in ms of each variant in each of ``rounds``, in alternation.
 
@@ -235,7 +236,8 @@ def latency_rounds(
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
-            times[name].append(latency(fn, example, repeats, threads=threads).median_ms)
+            t = latency(fn, example, repeats, warmup=warmup, threads=threads)
+            times[name].append(t.median_ms)
     return times
 
 

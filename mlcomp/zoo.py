@@ -151,6 +151,8 @@ CHECKS = (
     "max_accuracy_drop",
     "min_val_accuracy",
     "max_val_bpc",
+    "claims_steps",
+    "claims_max_val_bpc",
 )  # judge the weights, not hashed
 
 
@@ -250,6 +252,12 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
                 f"{SEED_VARIABLE} must be an integer in [0, 2**31), got {seed!r}"
             )
         recipe = dataclasses.replace(recipe, seed=recipe.seed + int(seed))
+        if getattr(recipe, "claims_steps", None):  # a shorter budget for claims
+            recipe = dataclasses.replace(
+                recipe,
+                steps=recipe.claims_steps,
+                max_val_bpc=recipe.claims_max_val_bpc or recipe.max_val_bpc,
+            )
     return recipe
 
 

@@ -125,3 +125,62 @@ def test_text_command_round_trip_and_refusals(tmp_path, capsys):
     assert "not a MLCT stream" in capsys.readouterr().err
     assert cli.main(["text", "compress", str(src), "-o", str(src)]) == 1
     assert "destroy" in capsys.readouterr().err
+
+
+def test_a_low_rank_recipe_factorizes_its_base_and_fine_tunes(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny-base", TINY)
+    svd = lm.LMRecipe(base="tiny-base", energy=0.5, steps=2, eval_every=2, warmup=1)
+    assert svd.config() == TINY.config()
+    assert svd.digest() != lm.LMRecipe(base="tiny-base", energy=0.6, steps=2,
+                                       eval_every=2, warmup=1).digest()  # fmt: skip
+    monkeypatch.setitem(zoo.RECIPES, "tiny-svd", svd)
+    net = zoo.pretrained("tiny-svd", cache_dir=tmp_path, progress=False)
+    kinds = {
+        type(m).__name__ for n, m in net.named_modules() if n.startswith("blocks.")
+    }
+    assert "LowRankLinear" in kinds
+    again = zoo.pretrained("tiny-svd", cache_dir=tmp_path, progress=False)
+    assert textcode.model_digest(net) == textcode.model_digest(again)
+    with pytest.raises(ValueError, match="both base and energy"):
+        lm.LMRecipe(base="tiny-base")
+
+
+def test_claims_retrain_with_the_shorter_budget(monkeypatch):
+    monkeypatch.setenv(zoo.SEED_VARIABLE, "1")
+    r = zoo.recipe_for(lm.TEACHER)
+    shipped = lm.RECIPES[lm.TEACHER]
+    assert (r.steps, r.seed) == (shipped.claims_steps, 1)
+    assert r.max_val_bpc == shipped.claims_max_val_bpc > shipped.max_val_bpc
+    monkeypatch.delenv(zoo.SEED_VARIABLE)
+    assert zoo.recipe_for(lm.TEACHER) == lm.RECIPES[lm.TEACHER]
+    assert lm.LMRecipe(claims_steps=5).digest() == lm.LMRecipe().digest()
+
+
+def test_prequential_code_learns_and_checks_its_blocks():
+    r = lm.LMRecipe(n_layer=1, n_head=2, n_embd=32, block_size=16, steps=60,
+                    batch_size=8, warmup=5, lr=1e-2)  # fmt: skip
+    text = b"the cat sat on the mat. " * 60
+    table = lm.prequential(text, [256, 512], r)
+    assert table["bytes"].sum() == len(text)
+    assert table["bits per byte"].iloc[0] == 8.0
+    assert table["bits per byte"].iloc[-1] < 4  # the repeated sentence is learned
+    with pytest.raises(ValueError, match="increase strictly"):
+        lm.prequential(text, [512, 256], r)
+    with pytest.raises(ValueError, match="longer than block_size"):
+        lm.prequential(text, [10], r)
+
+
+def test_a_student_distils_from_its_teacher(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny-teacher", TINY)
+    student = lm.LMRecipe(n_layer=1, n_head=1, n_embd=8, block_size=16, steps=3,
+                          eval_every=3, warmup=1, teacher="tiny-teacher",
+                          temperature=2.0)  # fmt: skip
+    net, info = lm.train_recipe(student, progress=False, cache_dir=tmp_path)
+    assert net.config.n_embd == 8 and len(info["curve"]) == 1
+    assert (
+        student.digest()
+        != lm.LMRecipe(**{**student.__dict__, "temperature": 1.0}).digest()
+    )
+    wrong = lm.LMRecipe(**{**student.__dict__, "block_size": 8})
+    with pytest.raises(ValueError, match="teacher's block_size"):
+        lm.train_recipe(wrong, progress=False, cache_dir=tmp_path)

@@ -105,6 +105,11 @@ def test_coded_size_is_the_models_cross_entropy():
     assert ideal_bits / len(text) < 4  # the model learned something
     assert 8 * len(payload) >= ideal_bits - 1
     assert 8 * len(payload) <= ideal_bits * 1.001 + 16  # quantization + ending
+    bits, counted = textcode.code_length(model, text, batch=5)
+    assert counted == len(text)
+    assert 8 * len(payload) - 10 <= bits <= 8 * len(payload)  # ending + padding
+    sampled, n = textcode.code_length(model, text, every=3)
+    assert n == 16 * len(range(0, len(text) // 16, 3))
 
 
 def test_another_model_or_other_numerics_are_refused():
