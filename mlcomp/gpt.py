@@ -30,6 +30,7 @@ from torch.nn import functional as F
 __all__ = [
     "GPTConfig",
     "GPT",
+    "KVCache",
     "generate",
     "encode_text",
     "decode_text",
@@ -90,7 +91,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in (q, k, v))  # (B, H, T, D)  # fmt: skip
-        if cache is not None:
+        if cache is not None and len(cache) == 3:  # a slot of a KVCache
+            keys, values, start = cache
+            keys[:, :, start : start + T] = k  # written in place
+            values[:, :, start : start + T] = v
+            k, v = keys[:, :, : start + T], values[:, :, : start + T]
+        elif cache is not None:
             k = torch.cat([cache[0], k], dim=2)  # (B, H, S + T, D)
             v = torch.cat([cache[1], v], dim=2)
         S = k.shape[2] - T  # positions before the new ones
@@ -192,6 +198,8 @@ class GPT(nn.Module):
         incremental: ``idx`` continues the cached positions.
         """
         B, T = idx.shape
+        if isinstance(cache, KVCache):
+            return self._forward_static(idx, cache)
         start = 0 if not cache else cache[0][0].shape[2]
         if start + T > self.config.block_size:
             raise ValueError(
@@ -213,6 +221,22 @@ class GPT(nn.Module):
         )
         return logits, loss
 
+    def _forward_static(self, idx, cache: KVCache):
+        B, T = idx.shape
+        start = cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"{start + T} positions exceed the context of {self.config.block_size}"
+            )
+        if cache.buffer.shape[2] != B:
+            raise ValueError(f"the cache holds {cache.buffer.shape[2]} rows, not {B}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, (cache.buffer[i, 0], cache.buffer[i, 1], start))
+        cache.length = start + T
+        return self.head(self.ln_f(x)), cache
+
     def generate(
         self,
         prompt: torch.Tensor,
@@ -226,6 +250,28 @@ class GPT(nn.Module):
         return generate(
             self, prompt, max_new_tokens, temperature, top_k, generator, use_cache
         )
+
+
+class KVCache:
+    """Keys and values of every block, preallocated: ``buffer`` (L, 2, B, H, T, D).
+
+    The list cache of :meth:`GPT.forward` grows by concatenation, copying
+    every earlier key at every step; this one is written in place, so a
+    step costs only its own position. ``model(idx, cache=KVCache(...))``
+    fills positions ``length .. length + T`` and returns the same object.
+
+    >>> net = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=4))
+    >>> cache = KVCache(net.config, batch=3)
+    >>> logits, cache = net(torch.zeros(3, 2, dtype=torch.long), cache=cache)
+    >>> cache.length, tuple(cache.buffer.shape)
+    (2, (1, 2, 3, 2, 4, 4))
+    """
+
+    def __init__(self, config: GPTConfig, batch: int):
+        head = config.n_embd // config.n_head
+        shape = (config.n_layer, 2, batch, config.n_head, config.block_size, head)
+        self.buffer = torch.zeros(shape)
+        self.length = 0
 
 
 def _drop_tied(module, state_dict, prefix, local_metadata) -> None:

@@ -214,10 +214,6 @@ RECIPES: dict[str, LMRecipe] = {
         claims_steps=100,
         claims_max_val_bpc=3.5,
     ),  # fmt: skip
-    # The same student trained on the next byte alone, for comparison.
-    "gpt-shakespeare-s": LMRecipe(
-        **_STUDENT_SHAPE, max_val_bpc=2.6, claims_steps=400, claims_max_val_bpc=3.0
-    ),
 }
 
 
@@ -564,12 +560,22 @@ def from_state_dict(state: dict[str, torch.Tensor]) -> gpt.GPT:
     >>> from_state_dict(_with_config(net)).config.n_head
     2
     """
+    from mlcomp import lowrank
+    from mlcomp.layers import replace_module
+
     state = dict(state)
     try:
         vocab, block, layers, heads, width = (int(v) for v in state.pop(_CONFIG_KEY))
         net = gpt.GPT(gpt.GPTConfig(vocab, block, layers, heads, width))
+        for key, value in state.items():  # factorized layers (an SVD model)
+            if key.endswith(".first.weight"):
+                name = key.removesuffix(".first.weight")
+                dense = net.get_submodule(name)
+                replace_module(net, name, lowrank.LowRankLinear(
+                    dense.in_features, dense.out_features, value.shape[0],
+                    bias=f"{name}.second.bias" in state))  # fmt: skip
         net.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"not the weights of an mlcomp GPT: {exc}") from None
     return net.eval()
 
@@ -618,7 +624,7 @@ def load(path: str | os.PathLike) -> gpt.GPT:
     return from_state_dict(load_compressed(path))
 
 
-DEFAULT_MODEL = STUDENT
+DEFAULT_MODEL = "gpt-shakespeare-svd"  # the chapter's compressed model
 DEFAULT_BITS = 6
 
 

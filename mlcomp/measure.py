@@ -43,10 +43,15 @@ def _effective_parameters(model: nn.Module):
 
     A module pruned with :mod:`torch.nn.utils.prune` (or :mod:`mlcomp.prune`)
     holds ``weight_orig`` as the parameter and computes ``weight`` from it and
-    a mask; the masked ``weight`` is what counts.
+    a mask; the masked ``weight`` is what counts. A parameter shared by two
+    modules (a tied embedding and output head) is counted once.
     """
+    seen: set[int] = set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
             if name.endswith("_orig") and hasattr(
                 module, name[: -len("_orig")] + "_mask"
             ):

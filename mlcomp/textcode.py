@@ -64,7 +64,7 @@ from mlcomp.coding._format import (
     write_varints,
 )
 from mlcomp.coding.arithmetic import RowDecoder, RowEncoder
-from mlcomp.gpt import GPT
+from mlcomp.gpt import GPT, KVCache
 
 __all__ = [
     "FREQUENCY_BITS",
@@ -157,7 +157,7 @@ def _run(model: GPT, n: int, header: Header, coder, data=None, progress=False):
                 rows = np.arange(first, min(first + batch, n_chunks))
                 s, length = starts[rows], lengths[rows]
                 x = torch.full((len(rows), 1), START, dtype=torch.long)
-                cache: list = []
+                cache = KVCache(model.config, len(rows))
                 for t in range(int(length.max())):
                     logits, cache = model(x, cache=cache)
                     cdfs = _cdfs(logits[:, -1])

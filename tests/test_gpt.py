@@ -111,3 +111,20 @@ def test_bits_per_byte_counts_every_prediction_once():
 def test_bytes_round_trip():
     assert decode_text(encode_text("Œdipus, ‘hé’\n")) == "Œdipus, ‘hé’\n"
     assert encode_text(b"\x00\xff").tolist() == [0, 255]
+
+
+def test_the_preallocated_cache_gives_the_logits_of_a_full_pass():
+    from mlcomp.gpt import KVCache
+
+    model = net()
+    x = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(4))
+    full, _ = model(x)
+    cache = KVCache(model.config, batch=3)
+    steps = [model(x[:, :6], cache=cache)[0]]
+    steps += [model(x[:, t : t + 1], cache=cache)[0] for t in range(6, 16)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert cache.length == 16
+    with pytest.raises(ValueError, match="exceed the context"):
+        model(x[:, :1], cache=cache)
+    with pytest.raises(ValueError, match="holds 3 rows"):
+        model(x[:2, :1], cache=KVCache(model.config, batch=3))

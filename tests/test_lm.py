@@ -141,6 +141,12 @@ def test_a_low_rank_recipe_factorizes_its_base_and_fine_tunes(tmp_path, monkeypa
     assert "LowRankLinear" in kinds
     again = zoo.pretrained("tiny-svd", cache_dir=tmp_path, progress=False)
     assert textcode.model_digest(net) == textcode.model_digest(again)
+    lm.save(net, tmp_path / "svd.mlc", bits=8)
+    back = lm.load(tmp_path / "svd.mlc")
+    assert {type(m).__name__ for m in back.modules()} >= {"LowRankLinear"}
+    x = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        assert float((back(x)[0] - net(x)[0]).abs().max()) < 0.05
     with pytest.raises(ValueError, match="both base and energy"):
         lm.LMRecipe(base="tiny-base")
 

@@ -83,3 +83,11 @@ def test_pruned_modules_are_counted_through_their_masks():
     assert count_params(net) == 266_610  # weight_orig is not counted twice
     assert count_params(net, nonzero=True) == 266_610 - round(0.75 * 784 * 300)
     assert storage_bytes(net) == 4 * 266_610
+
+
+def test_a_tied_weight_is_counted_once():
+    from mlcomp.gpt import GPT, GPTConfig
+
+    net = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4))
+    assert net.head.weight is net.tok_emb.weight
+    assert count_params(net) == sum(p.numel() for p in net.parameters())

@@ -50,13 +50,18 @@ class GroupQuantized:
 
     @classmethod
     def from_weight(
-        cls, weight: torch.Tensor, bits: int = 4, group_size: int = 64
+        cls, weight: torch.Tensor, bits: int = 4, group_size: int | None = 64
     ) -> GroupQuantized:
-        """Min-max affine quantization of every group (zero exact)."""
+        """Min-max affine quantization of every group (zero exact).
+
+        ``group_size=None`` is one group per row (per output channel).
+        """
         check_bits(bits, high=8)
         w = weight.detach().float()
         if w.dim() != 2:
             raise ValueError(f"weight must be 2-D (out, in), got {tuple(w.shape)}")
+        if group_size is None:
+            group_size = w.shape[1]
         if group_size < 1 or w.shape[1] % group_size:
             raise ValueError(
                 f"group_size {group_size} must divide the input size {w.shape[1]}"
@@ -100,11 +105,12 @@ class GroupQuantized:
 def quantize_groups_(
     model: nn.Module,
     bits: int = 4,
-    group_size: int = 64,
+    group_size: int | None = 64,
     filter_fn: FilterFn | None = None,
 ) -> dict[str, GroupQuantized]:
     """Replace the weight of every Linear layer ``filter_fn`` accepts by its
     group-quantized values, in place (simulated: the arithmetic stays float).
+    ``group_size=None`` gives every row one scale.
 
     Returns the quantized weights by layer name, for their bytes
     (:attr:`GroupQuantized.nbytes`) and for :func:`save_groups`.
