@@ -299,6 +299,11 @@ def generate(
     ``model`` is a :class:`GPT` or anything with its call signature and
     ``config`` (:class:`mlcomp.lm.OnnxLM`).
 
+    >>> _ = torch.manual_seed(0)
+    >>> net = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8))
+    >>> generate(net, encode_text("a")[None], 3, temperature=0).shape
+    torch.Size([1, 4])
+
     ``temperature=0`` picks the most likely byte (greedy). With
     ``use_cache`` each step feeds only the new byte and reuses the keys
     and values of the earlier ones; without, it recomputes the whole

@@ -166,6 +166,10 @@ def in_blocks(module: nn.Module, name: str) -> bool:
 
     The embeddings and the tied output head are left alone: they are one
     matrix, and pruning or factorizing the head would untie it.
+
+    >>> net = LMRecipe(n_layer=1, n_head=1, n_embd=8, block_size=8, steps=1).build()
+    >>> [n for n, m in net.named_modules() if in_blocks(m, n)][:2]
+    ['blocks.0', 'blocks.0.ln1']
     """
     return name.startswith("blocks.")
 
@@ -473,6 +477,11 @@ def export_onnx(
     ``step.int8.onnx``, ONNX Runtime's dynamic int8 quantization of both
     (int8 weights, per channel; activations quantized to 8 bits on the fly
     in every matrix product). Returns the paths by name.
+
+    >>> import tempfile
+    >>> net = LMRecipe(n_layer=1, n_head=1, n_embd=8, block_size=8, steps=1).build()
+    >>> sorted(export_onnx(net, tempfile.mkdtemp(), quantize="dynamic"))
+    ['prefill', 'prefill.int8', 'step', 'step.int8']
     """
     from mlcomp.quant import runtime
 
@@ -524,6 +533,13 @@ class OnnxLM(nn.Module):
     runs the prefill graph and ``forward(idx, cache=cache)`` the step graph,
     so :func:`mlcomp.gpt.bits_per_byte` and :func:`mlcomp.gpt.generate` work
     on it unchanged. ``threads`` is ONNX Runtime's intra-op thread count.
+
+    >>> import tempfile
+    >>> net = LMRecipe(n_layer=1, n_head=1, n_embd=8, block_size=8, steps=1).build()
+    >>> paths = export_onnx(net, tempfile.mkdtemp())
+    >>> onnx = OnnxLM(paths["prefill"], paths["step"], net.config, threads=1)
+    >>> onnx(torch.zeros(2, 8, dtype=torch.long))[0].shape
+    torch.Size([2, 8, 256])
     """
 
     def __init__(

@@ -88,7 +88,14 @@ DEFAULT_THREADS = numerics.THREADS
 
 @dataclass(frozen=True)
 class Header:
-    """What a ``.mlt`` file says about itself."""
+    """What a ``.mlt`` file says about itself.
+
+    >>> from mlcomp.gpt import GPT, GPTConfig
+    >>> net = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8))
+    >>> header, _ = read_header(compress(b"hello", net, "tiny"))
+    >>> header.model, header.length, header.chunk
+    ('tiny', 5, 8)
+    """
 
     model: str
     model_sha256: str
@@ -315,6 +322,11 @@ def decompress(blob: bytes, model: GPT) -> bytes:
 
     Refuses, with the reason, a file coded by another model (its SHA-256)
     or under other numerics, and a corrupt or truncated file (CRC-32).
+
+    >>> from mlcomp.gpt import GPT, GPTConfig
+    >>> net = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8))
+    >>> decompress(compress(bytes(range(20)), net, "tiny"), net) == bytes(range(20))
+    True
     """
     return _decompress(blob, model)
 

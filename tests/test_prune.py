@@ -99,7 +99,7 @@ def test_bad_amounts_are_rejected(amount, error):
 
 def test_bad_scope_and_scores_are_rejected():
     with pytest.raises(ValueError, match="scope"):
-        prune.magnitude_(seeded(LeNet300100), 0.5, scope="row")
+        prune.magnitude_(seeded(LeNet300100), 0.5, scope="rows")
     with pytest.raises(KeyError, match="fc9"):
         prune.prune_by_scores_(seeded(LeNet300100), {"fc9": torch.zeros(1)}, 0.5)
     with pytest.raises(ValueError, match="shape"):

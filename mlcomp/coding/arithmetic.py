@@ -449,6 +449,10 @@ class RowDecoder:
     Reading more than 32 bits past the end of the data raises
     :class:`~mlcomp.coding.CorruptFileError` (truncated data, or more
     symbols asked for than were coded).
+
+    >>> enc = RowEncoder(); enc.encode([1, 1], [[0, 1, 4]] * 2)
+    >>> RowDecoder(enc.finish()).decode([[0, 1, 4]] * 2).tolist()
+    [1, 1]
     """
 
     def __init__(self, data: bytes) -> None:
