@@ -201,12 +201,7 @@ class GPT(nn.Module):
         if isinstance(cache, KVCache):
             return self._forward_static(idx, cache)
         start = 0 if not cache else cache[0][0].shape[2]
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"{start + T} positions exceed the context of {self.config.block_size}"
-            )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self._embed(idx, start)  # (B, T, C)
         new_cache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, cache[i] if cache else None)
@@ -221,17 +216,22 @@ class GPT(nn.Module):
         )
         return logits, loss
 
-    def _forward_static(self, idx, cache: KVCache):
-        B, T = idx.shape
-        start = cache.length
+    def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        """Byte and position embeddings of ``idx`` (B, T) at positions ``start..``."""
+        T = idx.shape[1]
         if start + T > self.config.block_size:
             raise ValueError(
                 f"{start + T} positions exceed the context of {self.config.block_size}"
             )
+        pos = torch.arange(start, start + T, device=idx.device)
+        return self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+
+    def _forward_static(self, idx, cache: KVCache):
+        B, T = idx.shape
+        start = cache.length
         if cache.buffer.shape[2] != B:
             raise ValueError(f"the cache holds {cache.buffer.shape[2]} rows, not {B}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self._embed(idx, start)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x, _ = block(x, (cache.buffer[i, 0], cache.buffer[i, 1], start))
         cache.length = start + T
