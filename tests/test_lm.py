@@ -190,3 +190,40 @@ def test_a_student_distils_from_its_teacher(tmp_path, monkeypatch):
     wrong = lm.LMRecipe(**{**student.__dict__, "block_size": 8})
     with pytest.raises(ValueError, match="teacher's block_size"):
         lm.train_recipe(wrong, progress=False, cache_dir=tmp_path)
+
+
+def test_calibration_windows_come_from_the_training_works_only():
+    batches = lm.calibration_batches(10, 4, 32, seed=3)
+    assert [tuple(b.shape) for b in batches] == [(4, 32), (4, 32), (2, 32)]
+    assert all(b.dtype == torch.int64 for b in batches)
+    train = bytes(lm.corpus("train").tolist())
+    val = bytes(lm.corpus("val").tolist())
+    for row in torch.cat(batches):
+        window = bytes(row.tolist())
+        assert window in train and window not in val
+    again = lm.calibration_batches(10, 4, 32, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert not torch.equal(batches[0], lm.calibration_batches(10, 4, 32, seed=4)[0])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        lm.calibration_batches(0)
+
+
+def test_shipped_budget_is_false_under_the_claims_check(monkeypatch):
+    monkeypatch.delenv(zoo.SEED_VARIABLE, raising=False)
+    assert lm.shipped_budget()
+    monkeypatch.setenv(zoo.SEED_VARIABLE, "1")
+    assert not lm.shipped_budget()
+
+
+def test_two_part_code_is_the_file_plus_the_coded_text(tmp_path):
+    torch.manual_seed(0)
+    net = TINY.build()
+    text = b"to be, or not to be, that is the question. " * 20
+    parts = lm.two_part_code(net, 6, {"text": text}, tmp_path)
+    lm.save(net, tmp_path / "same.mlc", bits=6)
+    assert parts["model bytes"] == (tmp_path / "same.mlc").stat().st_size
+    bits, n = textcode.code_length(lm.load(tmp_path / "same.mlc"), text)
+    assert n == len(text) and parts["text data bytes"] == pytest.approx(bits / 8)
+    sampled = lm.two_part_code(net, 6, {"text": text}, tmp_path, every={"text": 2})
+    assert sampled["text data bytes"] == pytest.approx(bits / 8, rel=0.1)
+    assert not list(tmp_path.glob("two-part-*"))  # the model file is not left behind

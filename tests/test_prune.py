@@ -401,3 +401,20 @@ def test_prune_nm_with_and_without_scores():
     assert bool((groups == 2).all())
     with pytest.raises(ValueError, match="scores of shape"):
         nm_mask(w, scores=torch.zeros(2, 2))
+
+
+def test_magnitude_scores_are_wandas_with_uniform_inputs():
+    from mlcomp.prune import magnitude_scores, prune_by_scores_, wanda_scores
+
+    net = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3))
+    mags = magnitude_scores(net)
+    assert sorted(mags) == ["0", "1"]
+    torch.testing.assert_close(mags["0"], net[0].weight.abs())
+    # one input with every feature 1 gives the first layer norms of 1: Wanda's
+    # scores of that layer reduce to the magnitudes
+    wanda = wanda_scores(net, [torch.ones(1, 6)])
+    torch.testing.assert_close(wanda["0"], mags["0"])
+    only_first = magnitude_scores(net, lambda m, n: n == "0")
+    assert list(only_first) == ["0"]
+    prune_by_scores_(net, only_first, 0.5, scope="row")
+    assert net[0].weight_mask.sum(1).tolist() == [3, 3, 3, 3]

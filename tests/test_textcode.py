@@ -176,3 +176,19 @@ def test_header_records_the_original():
         textcode.compress("a str", model, "m")
     with pytest.raises(ValueError, match="batch"):
         textcode.compress(b"x", model, "m", batch=0)
+
+
+def test_classical_sizes_are_those_of_the_libraries_and_decode():
+    import bz2
+    import gzip
+    import lzma
+
+    data = os.urandom(2000) + b"all the world's a stage " * 200
+    sizes = textcode.classical_sizes(data)
+    assert list(sizes) == ["gzip -9", "bzip2 -9", "xz -9e", "zstd -19",
+                           "PPMd (order 6, 16 MB)"]  # fmt: skip
+    assert sizes["gzip -9"] == len(gzip.compress(data, 9, mtime=0))
+    assert sizes["bzip2 -9"] == len(bz2.compress(data, 9))
+    assert sizes["xz -9e"] == len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+    assert all(2000 < n < len(data) for n in sizes.values())  # random part stays
+    assert textcode.classical_sizes(b"", check=True)["gzip -9"] > 0

@@ -29,6 +29,7 @@ from mlcomp.prune import masks, schedules, storage, structured
 from mlcomp.prune.masks import (
     magnitude_,
     magnitude_mask,
+    magnitude_scores,
     nm_mask,
     prune_by_scores_,
     prune_nm_,
@@ -59,6 +60,7 @@ __all__ = [
     "iterative_prune",
     "magnitude_",
     "magnitude_mask",
+    "magnitude_scores",
     "masks",
     "nm_mask",
     "prune_nm_",

@@ -360,6 +360,27 @@ def prune_nm_(
     return model
 
 
+def magnitude_scores(
+    model: nn.Module, filter_fn: FilterFn | None = None
+) -> dict[str, torch.Tensor]:
+    """``|w_ij|`` for every Linear layer :func:`wanda_scores` would score.
+
+    The data-free baseline Wanda is compared with: the same layers, the same
+    dict, to prune with the same call.
+
+    >>> net = nn.Sequential(nn.Linear(2, 1, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([[-3.0, 1.0]]))
+    >>> magnitude_scores(net)["0"]
+    tensor([[3., 1.]])
+    """
+    return {
+        name: _weight(m).detach().abs()
+        for name, m in prunable(model, filter_fn).items()
+        if isinstance(m, nn.Linear)
+    }
+
+
 @torch.no_grad()
 def wanda_scores(
     model: nn.Module,
