@@ -329,6 +329,47 @@ def _text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mlcomp import encoder
+
+    source = _existing(args.file)
+    out = Path(args.output)
+    if out.suffix.lower() != ".npy":
+        raise CommandError(f"{out}: the output is a NumPy file, name it .npy")
+    _refuse_overwriting(out, source)
+    raw = Path(source).read_bytes()
+    if b"\0" in raw:
+        raise CommandError(f"{source} is a binary file, not text (it has NUL bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CommandError(
+            f"{source} is not UTF-8 text (byte {err.start} is {raw[err.start]:#04x})"
+        ) from None
+    lines = text.splitlines()
+    if not lines:
+        raise CommandError(f"{source} is empty: it needs one sentence per line")
+    try:
+        model, tokenizer = encoder.load()
+    except (ImportError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from None
+    folder = utils.cache_dir("encoder")
+    built = (folder / encoder.variant_file(args.variant)).is_file()
+    path = encoder.build_variant(args.variant, folder, model, tokenizer)
+    net = encoder.open_variant(args.variant, path, threads=args.threads)
+    start = time.perf_counter()
+    vectors = encoder.embed(net, tokenizer, lines, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    with atomic_open(out) as f:
+        np.save(f, vectors)
+    how = "cached" if built else "built once, now cached"
+    print(f"{out}: {len(lines):,} embeddings of {vectors.shape[1]} floats, variant "
+          f"{args.variant} ({path.name}, {how}), in {seconds:.1f} s")  # fmt: skip
+    return 0
+
+
 def _refuse_overwriting(output: Path, source: str | os.PathLike) -> None:
     """An output that is the input (by name, symlink or hard link) would lose it."""
     same = output.resolve() == Path(source).resolve() or (
@@ -457,6 +498,21 @@ def _parser() -> argparse.ArgumentParser:
                    "names)")  # fmt: skip
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_text)
+
+    from mlcomp.encoder import VARIANTS  # torch and numpy only: cheap
+
+    p = commands.add_parser(
+        "embed", help="one sentence embedding per line of a text file (chapter 9)"
+    )
+    p.add_argument("file", metavar="FILE.txt", help="UTF-8 text, one sentence a line")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npy",
+                   help="a (lines, 384) float32 NumPy array")  # fmt: skip
+    p.add_argument("--variant", default="int8", choices=list(VARIANTS),
+                   help="which compressed all-MiniLM-L6-v2 to run (default int8): "
+                   + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))  # fmt: skip
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_embed)
     return parser
 
 

@@ -761,7 +761,7 @@ def two_part_code(
     path = Path(folder) / f"two-part-{bits}.mlc"
     save(net, path, bits=bits)
     model = load(path)
-    out = {"model bytes": float(path.stat().st_size)}
+    out: dict[str, float] = {"model bytes": path.stat().st_size}
     for name, data in texts.items():
         k = every[name] if isinstance(every, dict) else every
         coded, counted = textcode.code_length(model, data, every=k)

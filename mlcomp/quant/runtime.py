@@ -114,9 +114,16 @@ def strip_metadata(path: str | os.PathLike) -> Path:
 
 
 class _Reader:
-    """ONNX Runtime calibration reader over an input tensor, in batches."""
+    """ONNX Runtime calibration reader over an input tensor, in batches, or
+    over a list of feeds (dicts from input name to array) for models with
+    several inputs."""
 
-    def __init__(self, inputs: torch.Tensor, name: str, batch_size: int):
+    def __init__(self, inputs, name: str, batch_size: int):
+        if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], dict):
+            self.batches = iter(
+                [{k: np.asarray(v) for k, v in f.items()} for f in inputs]
+            )
+            return
         arr = inputs.detach().cpu().numpy().astype(np.float32)
         self.batches = iter(
             [{name: arr[i : i + batch_size]} for i in range(0, len(arr), batch_size)]
@@ -143,16 +150,21 @@ def quantize_onnx(
     exclude: tuple[str, ...] | list[str] = (),
     reduce_range: bool = False,
     batch_size: int = 64,
+    op_types: tuple[str, ...] | list[str] | None = None,
 ) -> Path:
     """Quantize the fp32 ONNX model ``src`` to int8 and write it to ``dst``.
 
     ``mode`` is ``"static"`` (needs ``calibration``, a tensor of model
-    inputs, e.g. a few hundred training images) or ``"dynamic"``.
-    ``exclude`` lists node names (see :func:`node_names`) to leave in fp32.
+    inputs, e.g. a few hundred training images, or for a model with several
+    inputs a list of feeds, dicts from input name to array) or ``"dynamic"``.
+    ``exclude`` lists node names (see :func:`node_names`) to leave in fp32;
+    ``op_types`` (e.g. ``("MatMul",)``) quantizes only nodes of those types.
     ``reduce_range`` uses 7-bit weights, which only CPUs without VNNI
     instructions need (their u8 x s8 multiply-add can saturate). The model
     is first run through ONNX Runtime's pre-processing (shape inference and
-    graph optimisation), as its documentation asks.
+    graph optimisation), as its documentation asks; where its symbolic shape
+    inference cannot follow a dynamic shape (a Transformer's position slice),
+    ONNX's own shape inference is used instead.
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -185,7 +197,12 @@ def quantize_onnx(
         raise ValueError(f"no nodes named {unknown} in {src.name}; see node_names()")
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))
+        try:
+            quant_pre_process(str(src), str(pre))
+        except Exception as err:  # symbolic shape inference gave up
+            if "symbolic shape inference" not in str(err):
+                raise
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if mode == "static":
             quantize_static(
                 str(pre),
@@ -197,6 +214,7 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(exclude),
+                op_types_to_quantize=list(op_types) if op_types else None,
                 calibrate_method={
                     "minmax": CalibrationMethod.MinMax,
                     "entropy": CalibrationMethod.Entropy,
@@ -211,6 +229,7 @@ def quantize_onnx(
                 reduce_range=reduce_range,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(exclude),
+                op_types_to_quantize=list(op_types) if op_types else None,
             )
     return dst
 
