@@ -47,7 +47,9 @@ __all__ = [
     "fidelity",
     "in_layers",
     "load",
+    "ffn_output_nodes",
     "load_mlc",
+    "matmul_nodes",
     "model_dir",
     "open_variant",
     "recall_at_k",
@@ -140,15 +142,20 @@ def load(path: str | os.PathLike | None = None):
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import warnings
+
     try:
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging
+        with warnings.catch_warnings():  # tqdm's "IProgress not found" in notebooks
+            warnings.simplefilter("ignore")
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging
     except ImportError:
         raise ImportError(f"transformers is not installed: {_INSTALL}") from None
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     folder = Path(path) if path is not None else model_dir()
-    bert = AutoModel.from_pretrained(str(folder))
+    # the pooler (a dense layer on the first token) is unused by mean pooling
+    bert = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return SentenceEncoder(bert).eval(), tokenizer
 
@@ -402,6 +409,44 @@ def export_onnx(model: SentenceEncoder, path: str | os.PathLike) -> Path:
     return runtime.strip_metadata(path)
 
 
+def matmul_nodes(path: str | os.PathLike):
+    """The matrix products of an ONNX graph, with what they multiply.
+
+    A table with one row per ``MatMul`` or ``Gemm`` node: ``kind`` is
+    ``"weight"`` when one operand is a stored matrix (a Linear layer; its
+    shape in ``weight shape``) and ``"activation x activation"`` when both
+    are computed (attention's scores ``Q K^T`` and their product with ``V``).
+    Static quantization treats the two very differently: a weight's range is
+    known, an activation's must be guessed from calibration.
+
+    >>> import tempfile
+    >>> from transformers import BertConfig, BertModel
+    >>> tiny = SentenceEncoder(BertModel(BertConfig(hidden_size=8,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)))
+    >>> t = matmul_nodes(export_onnx(tiny, tempfile.mkdtemp() + "/t.onnx"))
+    >>> t["kind"].value_counts().to_dict()
+    {'weight': 6, 'activation x activation': 2}
+    """
+    import onnx
+    import pandas as pd
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: tuple(i.dims) for i in graph.initializer}
+    rows = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        stored = [weights[x] for x in node.input[:2] if x in weights]
+        rows.append(
+            {
+                "node": node.name,
+                "kind": "weight" if stored else "activation x activation",
+                "weight shape": stored[0] if stored else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 class OnnxEncoder:
     """An ONNX Runtime session called like :class:`SentenceEncoder`.
 
@@ -501,7 +546,8 @@ def load_mlc(path: str | os.PathLike) -> SentenceEncoder:
     if Path(path).suffix.lower() != ".mlc":
         raise ValueError(f"{path}: a compressed encoder is an .mlc file")
     state = load_compressed(path)
-    bert = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir())))
+    config = AutoConfig.from_pretrained(str(model_dir()))
+    bert = AutoModel.from_config(config, add_pooling_layer=False)
     expected = {k: tuple(v.shape) for k, v in bert.state_dict().items()}
     # position_ids is a buffer some transformers versions store and others do not
     got = {
@@ -526,12 +572,36 @@ VARIANTS = {
     "fp32": "ONNX Runtime, float32",
     "fp16": "ONNX Runtime, float16 weights and arithmetic (inputs, outputs float32)",
     "int8": "ONNX Runtime, dynamic int8 (weights per channel, activations per batch)",
-    "int8-static": "ONNX Runtime, static int8 (activation ranges from calibration)",
+    "int8-static": "ONNX Runtime, static int8 (ranges from 256 calibration sentences;"
+    " the feed-forward outputs kept in float32)",
     "int4": "ONNX Runtime MatMulNBits, 4-bit weights in groups of 32, float32 math",
-    "mlc": "the .mlc file (6-bit k-means codebooks, entropy-coded), in PyTorch",
+    "mlc": "the .mlc file (k-means codebooks: 7 bits for the layers, 4 for the"
+    " embedding tables; entropy-coded), in PyTorch",
 }
+MLC_BITS, MLC_EMBEDDING_BITS = 7, 4  # the stored model of the chapter
 CALIBRATION_SEED = 1  # calibration sentences: another draw than the evaluation's
 STATIC_OPS = ("MatMul", "Gemm")  # static int8: the matrix products only
+
+
+def ffn_output_nodes(path: str | os.PathLike) -> list[str]:
+    """The products of each layer's feed-forward output (1536 -> 384 features).
+
+    Their input is the GELU of the wide layer, whose few huge features a
+    static activation range cannot hold without wasting its 256 levels on
+    the rest: the layers static int8 keeps in float32.
+
+    >>> from transformers import BertConfig, BertModel
+    >>> import tempfile
+    >>> tiny = SentenceEncoder(BertModel(BertConfig(hidden_size=8,
+    ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)))
+    >>> len(ffn_output_nodes(export_onnx(tiny, tempfile.mkdtemp() + "/t.onnx")))
+    2
+    """
+    table = matmul_nodes(path)
+    shapes = table["weight shape"].dropna()
+    wide = max(d[0] for d in shapes)  # stored (in, out): the widest input
+    hidden = min(d[1] for d in shapes)
+    return list(table.loc[table["weight shape"] == (wide, hidden), "node"])
 
 
 def calibration_feeds(tokenizer, n: int = 256, batch_size: int = 32) -> list[dict]:
@@ -583,7 +653,7 @@ def build_variant(
     """
     from mlcomp.quant import runtime
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / variant_file(variant)
     if path.is_file():
@@ -592,7 +662,7 @@ def build_variant(
         model, tokenizer = load()
     tmp = path.with_name(path.name + ".part")
     if variant == "mlc":
-        save_mlc(model, tmp)
+        save_mlc(model, tmp, MLC_BITS, embedding_bits=MLC_EMBEDDING_BITS)
     else:
         fp32 = folder / "minilm-fp32.onnx"
         if not fp32.is_file():
@@ -610,7 +680,8 @@ def build_variant(
         elif variant == "int8-static":
             runtime.quantize_onnx(
                 fp32, tmp, calibration_feeds(tokenizer), mode="static",
-                method="percentile", op_types=STATIC_OPS,
+                method="minmax", op_types=STATIC_OPS,
+                exclude=ffn_output_nodes(fp32),
             )  # fmt: skip
         elif variant == "int4":
             import onnx
@@ -618,11 +689,12 @@ def build_variant(
                 MatMulNBitsQuantizer,
             )
 
-            quantizer = MatMulNBitsQuantizer(
-                onnx.load(str(fp32)), block_size=32, is_symmetric=True
-            )
-            quantizer.process()
-            quantizer.model.save_model_to_file(str(tmp), False)
+            with runtime.scratch_cwd():  # it writes temporary files into the cwd
+                quantizer = MatMulNBitsQuantizer(
+                    onnx.load(str(fp32)), block_size=32, is_symmetric=True
+                )
+                quantizer.process()
+                quantizer.model.save_model_to_file(str(tmp), False)
     tmp.rename(path)
     return path
 

@@ -146,3 +146,25 @@ def test_embed_command(model, variants, tmp_path, monkeypatch, capsys):
     assert cli.main(["embed", str(tmp_path / "none.txt"), "-o", str(out)]) == 1
     assert cli.main(["embed", str(src), "-o", str(tmp_path / "x.txt")]) == 1
     assert ".npy" in capsys.readouterr().err
+
+
+def test_every_variant_builds_and_runs_on_a_small_bert(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tiny = encoder.SentenceEncoder(BertModel(BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64), add_pooling_layer=False)).eval()  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(str(encoder.model_dir()))
+    text = encoder.sentences(40, seed=2)
+    ref = encoder.embed(tiny, tok, text)
+    fp32 = encoder.build_variant("fp32", tmp_path, tiny, tok)
+    assert len(encoder.ffn_output_nodes(fp32)) == 2
+    kinds = encoder.matmul_nodes(fp32)["kind"].value_counts().to_dict()
+    assert kinds == {"weight": 12, "activation x activation": 4}
+    for variant in ("fp16", "int8", "int8-static", "int4"):
+        path = encoder.build_variant(variant, tmp_path, tiny, tok)
+        got = encoder.embed(encoder.open_variant(variant, path, 1), tok, text)
+        assert got.shape == ref.shape and np.isfinite(got).all()
+        assert encoder.fidelity(ref, got, k=5)["mean cosine"] > 0.9, variant

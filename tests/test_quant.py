@@ -632,3 +632,17 @@ def test_group_quantization_rejects_bad_shapes_and_saves_a_real_file(tmp_path):
     payload = sum(t.numel() * t.element_size() for t in stored.values())
     assert payload == sum(g.nbytes for g in q.values()) + 2 * (64 + 8)  # biases
     assert path.stat().st_size < payload + 2048  # the header is small
+
+
+def test_group_quantization_can_take_the_embedding_tables_too():
+    from mlcomp.quant.groups import quantize_groups_
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(10, 64), nn.Linear(64, 4))
+    before = net[0].weight.detach().clone()
+    assert list(quantize_groups_(net, 4, 32)) == ["1"]
+    assert torch.equal(net[0].weight, before)  # tables untouched by default
+    q = quantize_groups_(net, 4, 32, embeddings=True)
+    assert sorted(q) == ["0", "1"]
+    assert all(len(torch.unique(row[:32])) <= 16 for row in net[0].weight)
+    assert (net[0].weight - before).abs().max() <= q["0"].scales.max() / 2 + 1e-6

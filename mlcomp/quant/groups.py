@@ -112,10 +112,13 @@ def quantize_groups_(
     bits: int = 4,
     group_size: int | None = 64,
     filter_fn: FilterFn | None = None,
+    embeddings: bool = False,
 ) -> dict[str, GroupQuantized]:
     """Replace the weight of every Linear layer ``filter_fn`` accepts by its
     group-quantized values, in place (simulated: the arithmetic stays float).
-    ``group_size=None`` gives every row one scale.
+    ``group_size=None`` gives every row one scale. With ``embeddings``,
+    every ``nn.Embedding`` table is quantized too, each row (one token's
+    vector) in groups along the embedding dimension.
 
     Returns the quantized weights by layer name, for their bytes
     (:attr:`GroupQuantized.nbytes`) and for :func:`save_groups`.
@@ -126,9 +129,12 @@ def quantize_groups_(
     True
     """
     out = {}
-    for name, module in prunable(model, filter_fn).items():
-        if not isinstance(module, nn.Linear):
-            continue
+    layers = {n: m for n, m in prunable(model, filter_fn).items()
+              if isinstance(m, nn.Linear)}  # fmt: skip
+    if embeddings:
+        layers |= {n: m for n, m in model.named_modules()
+                   if isinstance(m, nn.Embedding)}  # fmt: skip
+    for name, module in layers.items():
         g = GroupQuantized.from_weight(module.weight, bits, group_size)
         module.weight.copy_(g.dequantize())
         out[name] = g

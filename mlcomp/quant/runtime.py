@@ -25,6 +25,7 @@ Runtime are imported only when these functions are called.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -173,14 +174,7 @@ def quantize_onnx(
     >>> os.path.getsize(src) / os.path.getsize(dst) > 2
     True
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import logging
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -195,6 +189,60 @@ def quantize_onnx(
     unknown = [name for name in exclude if name not in known]
     if unknown:
         raise ValueError(f"no nodes named {unknown} in {src.name}; see node_names()")
+    quiet = {n: logging.getLogger(n) for n in (
+        "onnxruntime", "onnxruntime.tools.symbolic_shape_infer",
+        "onnxruntime.quantization.shape_inference",
+    )}  # fmt: skip
+    levels = {n: lg.level for n, lg in quiet.items()}
+    for lg in quiet.values():
+        lg.setLevel(logging.ERROR)  # its shape-inference chatter, not errors
+    src, dst = src.resolve(), dst.resolve()  # the work runs in a scratch folder
+    try:
+        with scratch_cwd():
+            _quantize(src, dst, calibration, mode, per_channel, method, exclude,
+                      reduce_range, batch_size, op_types)  # fmt: skip
+    finally:
+        for n, lg in quiet.items():
+            lg.setLevel(levels[n])
+    return dst
+
+
+@contextlib.contextmanager
+def scratch_cwd():
+    """Run the body in a fresh temporary working directory, removed after.
+
+    ONNX Runtime's shape inference and quantizers write temporary files
+    (``sym_shape_infer_temp.onnx``, ``<uuid>.data``) into the current
+    directory and do not always remove them; this keeps them out of the
+    user's folder.
+
+    >>> before = os.getcwd()
+    >>> with scratch_cwd():
+    ...     os.getcwd() != before
+    True
+    >>> os.getcwd() == before
+    True
+    """
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(before)
+
+
+def _quantize(src, dst, calibration, mode, per_channel, method, exclude,
+              reduce_range, batch_size, op_types) -> None:  # fmt: skip
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
@@ -231,7 +279,6 @@ def quantize_onnx(
                 nodes_to_exclude=list(exclude),
                 op_types_to_quantize=list(op_types) if op_types else None,
             )
-    return dst
 
 
 def _session(path: Path, threads: int, profile_prefix: str | None = None):

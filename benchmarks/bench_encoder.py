@@ -1,0 +1,62 @@
+"""Latency of the compressed all-MiniLM-L6-v2 variants (chapter 9): batch 1 and 32.
+
+Every variant of ``mlcomp.encoder.VARIANTS`` is built once (into the
+cache, as ``mlcomp embed`` builds them) and timed on the same tokenized
+batches of the evaluation sentences, batch 1 and batch 32, on ``--threads``
+threads (ONNX Runtime's intra-op threads; PyTorch's for the ``.mlc``
+model). The variants are interleaved: each round times every variant once,
+so that a slow moment of the machine falls on all of them. Prints the
+median milliseconds per batch with the range over rounds, and the speed-up
+over ONNX Runtime float32 at each batch size, with whether this CPU has
+VNNI int8 dot-product instructions (where int8 gains the most). Run with
+``make benchmarks`` or ``.venv/bin/python benchmarks/bench_encoder.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from mlcomp import encoder, measure, numerics, utils
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    net, tok = encoder.load()
+    folder = utils.cache_dir("encoder")
+    models = {
+        v: encoder.open_variant(
+            v, encoder.build_variant(v, folder, net, tok), threads=args.threads
+        )
+        for v in encoder.VARIANTS
+    }
+    texts = encoder.sentences(32, seed=3)
+    print(f"VNNI int8 dot products on this CPU: {numerics.has_vnni()}; "
+          f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip
+    print(f"{'variant':12s} {'batch':>5s} {'ms (min-max)':>22s} {'x fp32':>7s}")
+    for size in (1, 32):
+        batch = encoder.tokenize(tok, texts[:size])
+
+        def call(model):
+            return lambda b: model(*b)
+
+        with torch.inference_mode():
+            times = measure.latency_rounds(
+                {v: call(m) for v, m in models.items()}, batch,
+                rounds=args.rounds, repeats=3, threads=args.threads, warmup=1,
+            )  # fmt: skip
+        base = statistics.median(times["fp32"])
+        for v, t in times.items():
+            med = statistics.median(t)
+            print(f"{v:12s} {size:5d} {med:9.2f} ({min(t):.2f}-{max(t):.2f})"
+                  f" {base / med:7.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
