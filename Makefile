@@ -1,7 +1,7 @@
 # One-command set-up, tests and book. See README.md.
 #   make book         set up, then build the HTML book into _build/html
-#   make test         set up, then lint, unit tests, nbval (strict) and the strict book
-#                     build, printing the time of each stage
+#   make test         set up, then lint, unit tests, nbval (strict), the strict book
+#                     build and the browser test of every page, printing each stage's time
 #   make notebooks    re-execute every notebook in place (refresh stored outputs)
 #   make claims       train the zoo from SEED (default 1) into a temporary cache and run
 #                     the notebooks that use it, checking asserts only (nbval-lax)
@@ -13,7 +13,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := dataset-fashion-mnist espeak-ng festival festvox-kallpc16k festvox-us-slt-hts
+APT_PACKAGES := dataset-fashion-mnist espeak-ng festival festvox-kallpc16k festvox-us-slt-hts \
+  chromium chromium-driver fonts-noto-cjk
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 # notebooks whose numbers depend on the zoo (the ones `make claims` re-runs)
 ZOO_NOTEBOOKS := $(shell grep -l 'zoo\.' $(NOTEBOOKS))
@@ -35,7 +36,7 @@ export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 endif
 
-.PHONY: setup apt zoo zoo-retrain book book-strict test unit nbval lint notebooks claims benchmarks clean
+.PHONY: setup apt zoo zoo-retrain book book-strict browser test unit nbval lint notebooks claims benchmarks clean
 
 setup: apt $(STAMP) $(KERNEL)
 
@@ -95,10 +96,16 @@ lint: setup
 book-strict: setup
 	$(JB)
 
+# Every page of the built book in headless Chromium, offline: console errors,
+# formulas typeset, images, internal links, search, the glossary's Chinese font;
+# screenshots in _build/screenshots (see tests/book_browser.py).
+browser: setup
+	$(PY) tests/book_browser.py _build/html
+
 # Each stage in turn, with its time; the first failure stops the run.
 test:
 	@set -e; times=""; all=$$(date +%s); \
-	for stage in setup zoo lint unit nbval book-strict; do \
+	for stage in setup zoo lint unit nbval book-strict browser; do \
 	  start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$stage || { echo "make test: stage $$stage failed"; exit 1; }; \
 	  times="$$times$$(printf '  %-12s %5d s' $$stage $$(( $$(date +%s) - start )))\n"; \

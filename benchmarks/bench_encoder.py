@@ -7,7 +7,8 @@ threads (ONNX Runtime's intra-op threads; PyTorch's for the ``.mlc``
 model). The variants are interleaved: each round times every variant once,
 so that a slow moment of the machine falls on all of them. Prints the
 median milliseconds per batch with the range over rounds, and the speed-up
-over ONNX Runtime float32 at each batch size, with whether this CPU has
+over ONNX Runtime float32 at each batch size, both the plain graph and the
+fused one the int8 variant is built from, with whether this CPU has
 VNNI int8 dot-product instructions (where int8 gains the most). Run with
 ``make benchmarks`` or ``.venv/bin/python benchmarks/bench_encoder.py``.
 """
@@ -39,7 +40,8 @@ def main() -> None:
     texts = encoder.sentences(32, seed=3)
     print(f"VNNI int8 dot products on this CPU: {numerics.has_vnni()}; "
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip
-    print(f"{'variant':12s} {'batch':>5s} {'ms (min-max)':>22s} {'x fp32':>7s}")
+    print(f"{'variant':12s} {'batch':>5s} {'ms (min-max)':>22s} {'x fp32':>7s}"
+          f" {'x fused':>8s}")  # fmt: skip
     for size in (1, 32):
         batch = encoder.tokenize(tok, texts[:size])
 
@@ -52,10 +54,11 @@ def main() -> None:
                 rounds=args.rounds, repeats=3, threads=args.threads, warmup=1,
             )  # fmt: skip
         base = statistics.median(times["fp32"])
+        fused = statistics.median(times["fp32-fused"])
         for v, t in times.items():
             med = statistics.median(t)
             print(f"{v:12s} {size:5d} {med:9.2f} ({min(t):.2f}-{max(t):.2f})"
-                  f" {base / med:7.2f}")  # fmt: skip
+                  f" {base / med:7.2f} {fused / med:8.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

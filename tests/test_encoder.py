@@ -107,6 +107,52 @@ def test_onnx_variants_match_or_approximate_pytorch(model, variants):
         encoder.build_variant("int3", variants, net, tok)
 
 
+def test_onnx_twin_matches_a_modified_pytorch_model(model, tmp_path):
+    import copy
+
+    from mlcomp import prune
+
+    net, tok = model
+    pruned = copy.deepcopy(net)
+    prune.prune_by_scores_(
+        pruned, prune.magnitude_scores(pruned, encoder.in_layers), 0.5
+    )
+    prune.remove_(pruned)
+    text = encoder.sentences(48, seed=11)
+    ref = encoder.embed(pruned, tok, text)
+    twin = encoder.onnx_twin(pruned, tmp_path, threads=1)
+    np.testing.assert_allclose(encoder.embed(twin, tok, text), ref, atol=1e-5)
+    # the twin is of the pruned model, not of the original
+    assert np.abs(encoder.embed(net, tok, text) - ref).max() > 1e-2
+
+
+def test_reference_embeddings_are_computed_once_and_survive_a_bad_file(
+    model, variants, monkeypatch
+):
+    net, tok = model
+    text = encoder.sentences(40, seed=13)
+    first = encoder.reference_embeddings(text, variants, net, tok)
+    fp32 = encoder.open_variant("fp32", encoder.build_variant("fp32", variants))
+    np.testing.assert_array_equal(first, encoder.embed(fp32, tok, text, batch_size=64))
+    (saved,) = [p for p in variants.glob("reference-*.npy") if p.stat().st_size > 0]
+    calls = []
+    real_embed = encoder.embed
+    monkeypatch.setattr(
+        encoder, "embed", lambda *a, **k: calls.append(1) or real_embed(*a, **k)
+    )
+    np.testing.assert_array_equal(
+        encoder.reference_embeddings(text, variants, net, tok), first
+    )
+    assert calls == []  # read back, not recomputed
+    other = encoder.reference_embeddings(text[:-1], variants, net, tok)
+    assert calls == [1] and other.shape == (39, 384)  # other sentences, other file
+    saved.write_bytes(saved.read_bytes()[:100])  # truncated
+    np.testing.assert_array_equal(
+        encoder.reference_embeddings(text, variants, net, tok), first
+    )
+    assert calls == [1, 1]
+
+
 def test_mlc_file_round_trip(model, tmp_path):
     net, tok = model
     path = tmp_path / "minilm.mlc"

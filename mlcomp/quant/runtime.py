@@ -234,6 +234,7 @@ def scratch_cwd():
 
 def _quantize(src, dst, calibration, mode, per_channel, method, exclude,
               reduce_range, batch_size, op_types) -> None:  # fmt: skip
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -278,6 +279,9 @@ def _quantize(src, dst, calibration, mode, per_channel, method, exclude,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(exclude),
                 op_types_to_quantize=list(op_types) if op_types else None,
+                # outputs of ONNX Runtime's fused nodes (Attention, ...) have no
+                # type that ONNX's shape inference can give: they are float
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
 
 
