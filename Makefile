@@ -17,7 +17,7 @@ APT_PACKAGES := dataset-fashion-mnist espeak-ng festival festvox-kallpc16k festv
   chromium chromium-driver fonts-noto-cjk
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 # notebooks whose numbers depend on the zoo (the ones `make claims` re-runs)
-ZOO_NOTEBOOKS := $(shell grep -l 'zoo\.' $(NOTEBOOKS))
+ZOO_NOTEBOOKS := $(shell grep -lE 'zoo\.[A-Za-z_]' $(NOTEBOOKS))
 JB := $(VENV)/bin/jupyter-book build . -W -n --keep-going
 KERNEL := $(VENV)/share/jupyter/kernels/mlcomp/kernel.json
 SEED ?= 1
@@ -54,8 +54,9 @@ $(KERNEL): $(STAMP) mlcomp/numerics.py
 # the one command to run is printed and make stops.
 apt:
 	@if ! command -v dpkg-query >/dev/null; then \
-	  echo "Not a Debian/Ubuntu system: install espeak-ng and festival yourself, and see"; \
-	  echo "README.md for Fashion-MNIST (MLCOMP_DATA)."; exit 0; fi; \
+	  echo "Not a Debian/Ubuntu system: install espeak-ng and festival yourself (and for"; \
+	  echo "make browser: Chromium with its chromedriver, and a CJK font such as Noto CJK);"; \
+	  echo "see README.md for Fashion-MNIST (MLCOMP_DATA)."; exit 0; fi; \
 	missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \

@@ -9,7 +9,11 @@ so that a slow moment of the machine falls on all of them. Prints the
 median milliseconds per batch with the range over rounds, and the speed-up
 over ONNX Runtime float32 at each batch size, both the plain graph and the
 fused one the int8 variant is built from, with whether this CPU has
-VNNI int8 dot-product instructions (where int8 gains the most). Run with
+VNNI int8 dot-product instructions (where int8 gains the most). Three
+variants that exist only in PyTorch are timed as float32 ONNX graphs of the
+same model (``encoder.onnx_twin``), on the same kernels as ``fp32``: 50%
+of the layers' weights zeroed (Wanda, by row), 2:4, and the feed-forward
+matrices factorized by SVD at 80% of their energy. Run with
 ``make benchmarks`` or ``.venv/bin/python benchmarks/bench_encoder.py``.
 """
 
@@ -17,10 +21,37 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 
 import torch
 
 from mlcomp import encoder, measure, numerics, utils
+
+
+def pytorch_variants(net, tok, scratch, threads: int) -> dict:
+    """Pruned and factorized copies of ``net``, as float32 ONNX Runtime graphs."""
+    import copy
+    from pathlib import Path
+
+    from mlcomp import lowrank, prune
+
+    calibration = [
+        encoder.tokenize(tok, [s])[0]
+        for s in encoder.sentences(256, seed=encoder.CALIBRATION_SEED)
+    ]
+    out = {}
+    for name, pattern in (("pruned-50%", "50%"), ("pruned-2:4", "2:4")):
+        model = copy.deepcopy(net)
+        scores = prune.wanda_scores(model, calibration, encoder.in_layers)
+        if pattern == "50%":
+            prune.prune_by_scores_(model, scores, 0.5, scope="row")
+        else:
+            prune.prune_nm_(model, 2, 4, scores=scores)
+        prune.remove_(model)
+        out[name] = encoder.onnx_twin(model, Path(scratch) / name, threads)
+    model = lowrank.factorize_(copy.deepcopy(net), energy=0.8, filter_fn=encoder.in_ffn)
+    out["svd-ffn-80%"] = encoder.onnx_twin(model, Path(scratch) / "svd", threads)
+    return out
 
 
 def main() -> None:
@@ -37,6 +68,8 @@ def main() -> None:
         )
         for v in encoder.VARIANTS
     }
+    scratch = tempfile.TemporaryDirectory()  # the twins' files, removed at exit
+    models |= pytorch_variants(net, tok, scratch.name, args.threads)
     texts = encoder.sentences(32, seed=3)
     print(f"VNNI int8 dot products on this CPU: {numerics.has_vnni()}; "
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip

@@ -46,6 +46,7 @@ __all__ = [
     "export_fused",
     "export_onnx",
     "fidelity",
+    "in_ffn",
     "in_layers",
     "load",
     "ffn_output_nodes",
@@ -179,6 +180,22 @@ def in_layers(module: nn.Module, name: str) -> bool:
      'bert.encoder.layer.0.attention.self.key']
     """
     return ".encoder.layer." in f".{name}" and isinstance(module, nn.Linear)
+
+
+def in_ffn(module: nn.Module, name: str) -> bool:
+    """A ``filter_fn`` for the two feed-forward Linear layers of each layer
+    (384 -> 1536 and 1536 -> 384), not the attention's output projection.
+
+    >>> from transformers import BertConfig, BertModel
+    >>> tiny = SentenceEncoder(BertModel(BertConfig(hidden_size=8,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)))
+    >>> [n for n, m in tiny.named_modules() if in_ffn(m, n)]
+    ['bert.encoder.layer.0.intermediate.dense', 'bert.encoder.layer.0.output.dense']
+    """
+    return isinstance(module, nn.Linear) and (
+        name.endswith("intermediate.dense")
+        or (name.endswith("output.dense") and ".attention." not in name)
+    )
 
 
 def tokenize(tokenizer, sentences: Sequence[str], max_length: int = MAX_LENGTH):
@@ -633,7 +650,7 @@ def reference_embeddings(
         except (ValueError, OSError, EOFError):
             pass  # recompute below
     out = embed(open_variant("fp32", fp32), tokenizer, sentences, batch_size=64)
-    tmp = path.with_name(path.stem + ".part.npy")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npy")
     np.save(tmp, out)
     tmp.replace(path)
     return out
@@ -826,7 +843,9 @@ def build_variant(
         return path
     if model is None or tokenizer is None:
         model, tokenizer = load()
-    tmp = path.with_name(path.name + ".part")
+    # a name of this process's own, so that two processes building the same
+    # variant at once do not write into one file; the rename is atomic
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
     if variant == "mlc":
         save_mlc(model, tmp, MLC_BITS, embedding_bits=MLC_EMBEDDING_BITS)
     else:
@@ -838,7 +857,8 @@ def build_variant(
             else (fp32, export_onnx)
         )  # fmt: skip
         if not base.is_file():
-            export(model, base.with_name(base.stem + ".part.onnx")).rename(base)
+            part = base.with_name(f".{base.stem}.{os.getpid()}.part.onnx")
+            export(model, part).replace(base)
         if variant in ("fp32", "fp32-fused"):
             return base
         if variant == "fp16":
@@ -869,7 +889,7 @@ def build_variant(
                 )
                 quantizer.process()
                 quantizer.model.save_model_to_file(str(tmp), False)
-    tmp.rename(path)
+    tmp.replace(path)
     return path
 
 

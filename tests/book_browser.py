@@ -128,6 +128,9 @@ def browser(width: int = 1280, height: int = 1400):
         f"--window-size={width},{height}",
         # no network: every host but the local server resolves to nothing
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        # ... and an address given as digits goes to a proxy that is not there
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=127.0.0.1",
         "--disable-background-networking",
         "--disable-component-update",
         "--no-first-run",
@@ -143,6 +146,11 @@ def browser(width: int = 1280, height: int = 1400):
         drv.quit()
 
 
+# Waits until the page is as a reader sees it: MathJax has typeset every
+# formula (its startup promise), every image has loaded or failed (images
+# set to load eagerly, so that none waits to be scrolled to), and then every
+# web font (MathJax's included) has loaded or failed. Returns "ok", or what
+# went wrong with MathJax.
 _TYPESET = """
 const done = arguments[arguments.length - 1];
 const images = Array.from(document.images);
@@ -151,9 +159,14 @@ const loaded = Promise.all(images.map(i => i.decode().catch(() => null)));
 const math = (window.MathJax && MathJax.startup && MathJax.startup.promise)
   ? MathJax.startup.promise.then(() => "ok", e => "MathJax failed: " + e)
   : Promise.resolve(window.MathJax ? "MathJax did not start" : "no MathJax");
-Promise.all([math, loaded]).then(([m]) => done(m));
+Promise.all([math, loaded])
+  .then(([m]) => document.fonts.ready.then(() => done(m)));
 """
 
+# What is wrong on the page, once _TYPESET is done: formulas (elements of
+# class "math", where MyST puts them) without MathJax's output or with a TeX
+# error in it, text outside code and outputs that still holds TeX, and
+# images that did not load.
 _INSPECT = """
 const skip = "pre, code, .highlight, .cell_output, .output, script, style, "
            + "mjx-container";
@@ -181,30 +194,43 @@ return {
 """
 
 
+def _console(driver, url: str) -> list[str]:
+    """The browser console's errors since the last call (``url``: the page)."""
+    # the browser asks every site for /favicon.ico by itself; not the page's fault
+    favicon = urljoin(url, "/favicon.ico") + " "
+    return [
+        f"console: {e['message'][:160]}"
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and not e["message"].startswith(favicon)
+    ]
+
+
 def check_page(driver, url: str) -> list[str]:
     """Problems a reader would see on the page at ``url`` (empty: none)."""
-    driver.get_log("browser")  # drop what earlier pages left
-    driver.get(url)
-    state = driver.execute_async_script(_TYPESET)
-    seen = driver.execute_script(_INSPECT, list(RAW_TEX))
-    problems = []
+    from selenium.common.exceptions import WebDriverException
+
+    # an error the previous page logged after it was checked (a late font)
+    problems = [f"after the previous page: {m}" for m in _console(driver, url)]
+    try:
+        driver.get(url)
+        state = driver.execute_async_script(_TYPESET)
+        seen = driver.execute_script(_INSPECT, list(RAW_TEX))
+    except WebDriverException as err:  # a timeout, a crashed tab
+        return problems + [f"did not load: {err.msg or type(err).__name__}"]
     if seen["formulas"] and state != "ok":
         problems.append(f"{seen['formulas']} formulas but {state}")
     problems += [f"formula not typeset: {t!r}" for t in seen["untypeset"]]
     problems += [f"TeX error: {t!r}" for t in seen["errors"]]
     problems += [f"raw TeX in the text: {t!r}" for t in seen["raw"]]
     problems += [f"image does not load: {s}" for s in seen["images"]]
-    # the browser asks every site for /favicon.ico by itself; not the page's fault
-    favicon = urljoin(url, "/favicon.ico") + " "
-    for entry in driver.get_log("browser"):
-        if entry["level"] == "SEVERE" and not entry["message"].startswith(favicon):
-            problems.append(f"console: {entry['message'][:160]}")
-    return problems
+    return problems + _console(driver, url)
 
 
 def check_search(driver, base: str, term: str, expect: str) -> list[str]:
     """The book's search page must list ``expect`` among the results for ``term``."""
-    driver.get(urljoin(base, f"search.html?q={term}"))
+    url = urljoin(base, f"search.html?q={term}")
+    _console(driver, url)  # earlier pages' errors were reported with them
+    driver.get(url)
     deadline = time.monotonic() + 30
     links: list[str] = []
     while time.monotonic() < deadline:
@@ -213,18 +239,19 @@ def check_search(driver, base: str, term: str, expect: str) -> list[str]:
             ".map(a => a.getAttribute('href'));"
         )
         if any(expect in (h or "") for h in links):
-            return []
+            return [f"search page: {m}" for m in _console(driver, url)]
         time.sleep(0.25)
     return [f"search for {term!r} does not list {expect} (found {len(links)} links)"]
 
 
-def fonts_with(char: str) -> set[str]:
-    """Font families installed here (fontconfig) that have a glyph for ``char``."""
+def fonts_with(chars: str) -> set[str]:
+    """Font families installed here (fontconfig) that have a glyph for every
+    character of ``chars``."""
     fc = shutil.which("fc-list")
     if fc is None:
         raise RuntimeError("fc-list not found: sudo apt-get install -y fontconfig")
     out = subprocess.run(
-        [fc, f":charset={ord(char):x}", "family"],
+        [fc, ":charset=" + " ".join(f"{ord(c):x}" for c in chars), "family"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return {name.strip() for line in out.splitlines() for name in line.split(",")}
@@ -244,10 +271,11 @@ def check_cjk(driver, url: str, selector: str = "dt") -> list[str]:
     han = sorted({c for t in texts for c in t if "\u4e00" <= c <= "\u9fff"})
     if not han:
         return [f"no Chinese text in {selector} elements of {url}"]
-    covering = fonts_with(han[0])
+    covering = fonts_with("".join(han))
     if not covering:
         return [
-            f"no installed font has {han[0]!r}: sudo apt-get install fonts-noto-cjk"
+            f"no installed font has all {len(han)} Chinese characters of the page:"
+            " sudo apt-get install -y fonts-noto-cjk"
         ]
     driver.execute_cdp_cmd("DOM.enable", {})
     driver.execute_cdp_cmd("CSS.enable", {})
@@ -282,15 +310,20 @@ class _Anchors(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        for key in ("id", "name"):
-            if attrs.get(key):
-                self.ids.add(attrs[key])
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("name"):  # the old form of an anchor
+            self.ids.add(attrs["name"])
         if tag == "a" and attrs.get("href"):
             self.links.append(attrs["href"])
 
 
-@functools.cache
 def _parse(path: Path) -> _Anchors:
+    return _parse_version(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _parse_version(path: Path, mtime: int) -> _Anchors:  # a rewritten file: reread
     parser = _Anchors()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
     return parser
@@ -304,8 +337,11 @@ def check_links(root: str | os.PathLike, page: str) -> list[str]:
     problems = []
     for href in _parse(here).links:
         parts = urlsplit(href)
-        if parts.scheme or parts.netloc or href.startswith(("mailto:", "javascript:")):
-            continue  # outside the book: not followed (no network)
+        if parts.scheme == "file":
+            problems.append(f"link to a file of the machine that built it: {href}")
+            continue
+        if parts.scheme or parts.netloc:
+            continue  # outside the book (http, mailto): not followed, no network
         target = here if not parts.path else (here.parent / unquote(parts.path))
         target = target.resolve()
         if target.is_dir():
@@ -327,6 +363,8 @@ def toc_pages(toc: str | os.PathLike) -> list[str]:
 
     def walk(items):
         for item in items or ():
+            if "glob" in item or "url" in item:
+                raise ValueError(f"{toc}: only 'file' entries are checked, got {item}")
             if "file" in item:
                 pages.append(item["file"])
             walk(item.get("sections"))
@@ -347,27 +385,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--toc", default="_toc.yml")
     parser.add_argument("--screenshots", default="_build/screenshots")
     args = parser.parse_args(argv)
-    root = Path(args.html)
+    root = Path(args.html).resolve()
     if not (root / "index.html").is_file():
-        print(f"no built book at {root}: run make book first", file=sys.stderr)
+        print(f"no built book at {args.html}: run make book first", file=sys.stderr)
+        return 2
+    if not browser_available():
+        print(
+            "the browser test needs Chromium, its driver and Selenium: sudo apt-get"
+            " install -y chromium chromium-driver; pip install selenium",
+            file=sys.stderr,
+        )
         return 2
     pages = toc_pages(args.toc)
     missing = [p for p in pages if not (root / p).is_file()]
     problems = [f"{p}: listed in {args.toc} but not built" for p in missing]
     pages = [p for p in pages if p not in missing]
     start = time.monotonic()
-    with serve(root) as base, browser() as driver:
-        for page in pages:
-            problems += [f"{page}: {m}" for m in check_page(driver, base + page)]
-            problems += [f"{page}: {m}" for m in check_links(root, page)]
-        problems += check_search(driver, base, *SEARCH_TERM)
-        problems += [f"{GLOSSARY}: {m}" for m in check_cjk(driver, base + GLOSSARY)]
-        shots = Path(args.screenshots)
-        shots.mkdir(parents=True, exist_ok=True)
-        for name, page in SCREENSHOTS.items():
-            driver.get(base + page)
-            driver.execute_async_script(_TYPESET)
-            driver.save_screenshot(str(shots / f"{name}.png"))
+    try:
+        with serve(root) as base, browser() as driver:
+            for page in pages:
+                problems += [f"{page}: {m}" for m in check_page(driver, base + page)]
+                problems += [f"{page}: {m}" for m in check_links(root, page)]
+            problems += check_search(driver, base, *SEARCH_TERM)
+            problems += [f"{GLOSSARY}: {m}" for m in check_cjk(driver, base + GLOSSARY)]
+            # the same pages opened from the disk, as README.md says one may
+            for page in SCREENSHOTS.values():
+                url = (root / page).as_uri()
+                problems += [f"{url}: {m}" for m in check_page(driver, url)]
+            shots = Path(args.screenshots)
+            shots.mkdir(parents=True, exist_ok=True)
+            for name, page in SCREENSHOTS.items():
+                problems += [f"{page}: {m}" for m in check_page(driver, base + page)]
+                driver.save_screenshot(str(shots / f"{name}.png"))
+    except RuntimeError as err:  # a tool missing (fc-list), said in one line
+        print(err, file=sys.stderr)
+        return 2
     for p in problems:
         print(p)
     print(

@@ -86,7 +86,18 @@ def site(tmp_path_factory):
         PAGE.format(
             head="",
             body='<a href="nowhere.html">x</a> <a href="other.html#nosuch">y</a>'
-            ' <a href="#top">ok</a>',
+            ' <a href="#top">ok</a> <a href="#">ok</a> <a href="sub/">ok</a>'
+            ' <a href="other.html?q=1#sec">ok</a> <a href="file:///etc/hosts">z</a>',
+        )
+    )
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_text(
+        PAGE.format(
+            head="",
+            body='<a href="../other.html#sec">ok</a> <a href="index.html">ok</a>'
+            ' <a href="../../outside.html">out</a>'
+            ' <meta name="sec2"> <a name="old">an old anchor</a>'
+            ' <a href="#old">ok</a> <a href="#sec2">no</a>',
         )
     )
     with bb.serve(root) as base, bb.browser() as driver:
@@ -113,6 +124,11 @@ def test_broken_links_are_caught(site):
     assert problems == [
         "link to a missing page: nowhere.html",
         "link to a missing anchor: other.html#nosuch",
+        "link to a file of the machine that built it: file:///etc/hosts",
+    ]
+    assert bb.check_links(root, "sub/index.html") == [
+        "link to a missing page: ../../outside.html",  # outside the book
+        "link to a missing anchor: #sec2",  # a <meta name> is not an anchor
     ]
 
 
@@ -130,10 +146,21 @@ def test_toc_pages_lists_every_file_root_first(tmp_path):
     ]
 
 
-def test_fonts_with_knows_which_fonts_cover_a_character():
+def test_fonts_with_knows_which_fonts_cover_the_characters():
     latin = bb.fonts_with("a")
     assert latin  # some font has "a"
     assert not bb.fonts_with("\U0010fffd")  # private use: no font has it
+    assert not bb.fonts_with("a\U0010fffd")  # every character must be covered
+
+
+def test_a_page_that_does_not_load_is_one_problem_not_a_crash(site):
+    _, base, driver = site
+    driver.set_page_load_timeout(0.001)
+    try:
+        problems = bb.check_page(driver, base + "index.html")
+    finally:
+        driver.set_page_load_timeout(60)
+    assert any(p.startswith("did not load") for p in problems), problems
 
 
 def test_chinese_is_drawn_with_a_font_that_has_it(site, monkeypatch):

@@ -27,6 +27,7 @@ def _dedupe(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app):
-    # early: the event stops at the first handler that returns a template name
+    # early, so that only the scripts added at set-up are compared, not
+    # those other handlers add for one page
     app.connect("html-page-context", _dedupe, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
