@@ -11,9 +11,9 @@ over ONNX Runtime float32 at each batch size, both the plain graph and the
 fused one the int8 variant is built from, with whether this CPU has
 VNNI int8 dot-product instructions (where int8 gains the most). Three
 variants that exist only in PyTorch are timed as float32 ONNX graphs of the
-same model (``encoder.onnx_twin``), on the same kernels as ``fp32``: 50%
-of the layers' weights zeroed (Wanda, by row), 2:4, and the feed-forward
-matrices factorized by SVD at 80% of their energy. Run with
+same model (``encoder.onnx_twin``, the exporter of ``fp32``): 50% of the
+layers' weights zeroed (Wanda, by row), 2:4, and the feed-forward matrices
+factorized by SVD at 80% of their energy. Run with
 ``make benchmarks`` or ``.venv/bin/python benchmarks/bench_encoder.py``.
 """
 
