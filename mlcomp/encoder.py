@@ -442,9 +442,10 @@ def export_fused(model: SentenceEncoder, path: str | os.PathLike) -> Path:
     optimizer (``onnxruntime.transformers.optimizer``) rewrites the graph,
     and its patterns are those of the TorchScript exporter's graph of
     PyTorch's plain ("eager") attention, which is therefore what is
-    exported here. Fewer, larger kernels run faster, and the fused nodes
-    have int8 versions (``QAttention``, ``QEmbedLayerNormalization``), which
-    is why the ``int8`` variant is built from this graph. Returns the path.
+    exported here. Whether the fused graph is faster in float32 depends on
+    the CPU (``benchmarks/bench_encoder.py`` times it); its fused nodes have
+    int8 versions (``QAttention``, ``QEmbedLayerNormalization``), which is
+    why the ``int8`` variant is built from it. Returns the path.
 
     >>> from transformers import BertConfig, BertModel
     >>> _ = torch.manual_seed(0)
@@ -608,6 +609,18 @@ def reference_embeddings(
     SHA-256 of that file and of the sentences, so another notebook asking for
     the same reference reads it instead of recomputing it; an unreadable
     file is recomputed and replaced.
+
+    >>> from transformers import AutoTokenizer, BertConfig, BertModel
+    >>> _ = torch.manual_seed(0)
+    >>> tiny = SentenceEncoder(BertModel(BertConfig(hidden_size=8,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)))
+    >>> tok = AutoTokenizer.from_pretrained(str(model_dir()))
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> first = reference_embeddings(["a b", "c"], folder, tiny.eval(), tok)
+    >>> again = reference_embeddings(["a b", "c"], folder, tiny, tok)  # read back
+    >>> first.shape, bool((first == again).all())
+    ((2, 8), True)
     """
     import hashlib
 
@@ -726,7 +739,8 @@ def load_mlc(path: str | os.PathLike) -> SentenceEncoder:
 VARIANTS = {
     "fp32": "ONNX Runtime, float32",
     "fp32-fused": "ONNX Runtime, float32, with its Transformer fusions (export_fused)",
-    "fp16": "ONNX Runtime, float16 weights and arithmetic (inputs, outputs float32)",
+    "fp16": "ONNX Runtime, float16 weights (inputs, outputs float32; on a CPU much"
+    " of the arithmetic stays float32)",
     "int8": "ONNX Runtime, dynamic int8 of the fused graph (weights per channel,"
     " activations per batch; embedding tables 8-bit)",
     "int8-static": "ONNX Runtime, static int8 (ranges from 256 calibration sentences;"
