@@ -405,12 +405,19 @@ def export_onnx(model: SentenceEncoder, path: str | os.PathLike) -> Path:
     >>> torch.allclose(OnnxEncoder(path, threads=1)(ids), tiny(ids), atol=1e-5)
     True
     """
-    import warnings
-
     from mlcomp.quant import runtime
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _torchscript_export(model, path, opset=18)
+    return runtime.strip_metadata(path)
+
+
+def _torchscript_export(model: SentenceEncoder, path: Path, opset: int) -> None:
+    """``torch.onnx.export`` of ``model`` (TorchScript), in eval mode, batch and
+    length dynamic; the model's training flag is restored after."""
+    import warnings
+
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
     axes = {0: "batch", 1: "length"}
     was_training = model.training
@@ -423,11 +430,10 @@ def export_onnx(model: SentenceEncoder, path: str | os.PathLike) -> Path:
                 input_names=["input_ids", "attention_mask"],
                 output_names=["sentence_embedding"],
                 dynamic_axes={"input_ids": axes, "attention_mask": axes},
-                opset_version=18, dynamo=False,
+                opset_version=opset, dynamo=False,
             )  # fmt: skip
     finally:
         model.train(was_training)
-    return runtime.strip_metadata(path)
 
 
 def export_fused(model: SentenceEncoder, path: str | os.PathLike) -> Path:
@@ -463,7 +469,6 @@ def export_fused(model: SentenceEncoder, path: str | os.PathLike) -> Path:
     """
     import logging
     import tempfile
-    import warnings
 
     from mlcomp.quant import runtime
 
@@ -471,28 +476,15 @@ def export_fused(model: SentenceEncoder, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     config = model.bert.config
     before = config._attn_implementation
-    ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
-    axes = {0: "batch", 1: "length"}
-    was_training = model.training
-    model.eval()
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain.onnx"
         try:
             model.bert.set_attn_implementation("eager")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-                torch.onnx.export(
-                    model, (ids, (ids != 0).long()), str(plain),
-                    input_names=["input_ids", "attention_mask"],
-                    output_names=["sentence_embedding"],
-                    dynamic_axes={"input_ids": axes, "attention_mask": axes},
-                    opset_version=17, dynamo=False,
-                )  # fmt: skip
+            _torchscript_export(model, plain, opset=17)
         finally:
             model.bert.set_attn_implementation(before)
-            model.train(was_training)
         from onnxruntime.transformers.optimizer import optimize_model
 
         quiet.setLevel(logging.ERROR)  # its notes on shape inference, not errors
