@@ -8,8 +8,15 @@ the order-0 entropy for reference. Our coders are order-0 (each symbol coded
 on its own); the general-purpose compressors also exploit repetition (LZ
 matches, block sorting, context models), which is why they can go below the
 order-0 entropy on text. Every run is checked to round-trip; times are the
-best of ``--repeats`` runs on one core. Run with `make benchmarks` or
-`.venv/bin/python benchmarks/bench_coding.py`.
+best of ``--repeats`` runs on one core.
+
+The peers of our two model-driven coders are constriction's (Bamler 2022;
+``pip install constriction``, in the test extras): its ANS stack and its
+range coder, driven by the same model as ours — the message's own symbol
+counts, counted inside the timed encode as ours are — and timed in the same
+loop. Their ``ratio`` rows give our speed over theirs (above 1: ours is
+faster) and our size over theirs. Without constriction those rows are left
+out. Run with `make benchmarks` or `.venv/bin/python benchmarks/bench_coding.py`.
 """
 
 from __future__ import annotations
@@ -66,6 +73,54 @@ CODERS = {
 }
 
 
+def constriction_coders():
+    """constriction's ANS and range coders, with the message's counts as the model."""
+    try:
+        import constriction
+    except ImportError:
+        return {}
+
+    def model(a):
+        counts = np.bincount(a, minlength=256).astype(np.float64)
+        return constriction.stream.model.Categorical(
+            counts / counts.sum(), perfect=False
+        )
+
+    def ans_encode(a):
+        m = model(a)
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(a.astype(np.int32), m)
+        return coder.get_compressed(), m, a.size
+
+    def ans_decode(blob):
+        words, m, n = blob
+        return constriction.stream.stack.AnsCoder(words).decode(m, n).astype(np.uint8)
+
+    def range_encode(a):
+        m = model(a)
+        coder = constriction.stream.queue.RangeEncoder()
+        coder.encode(a.astype(np.int32), m)
+        return coder.get_compressed(), m, a.size
+
+    def range_decode(blob):
+        words, m, n = blob
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        return decoder.decode(m, n).astype(np.uint8)
+
+    return {
+        "ANS (constriction)": (ans_encode, ans_decode),
+        "range (constriction)": (range_encode, range_decode),
+    }
+
+
+PEERS = {"rANS (mlcomp)": "ANS (constriction)",
+         "arithmetic (mlcomp)": "range (constriction)"}  # fmt: skip
+
+
+def size_of(blob) -> int:
+    return 4 * blob[0].size if isinstance(blob, tuple) else len(blob)
+
+
 def best_time(fn, arg, repeats: int):
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -83,20 +138,28 @@ def main() -> None:
     for coder in (huffman, rans, arithmetic):  # compile the numba kernels
         coder.decode(coder.encode(np.arange(100) % 7))
 
-    header = f"{'coder':22s} {'bits/sym':>9s} {'encode M/s':>11s} {'decode M/s':>11s}"
+    coders = CODERS | constriction_coders()
+    header = f"{'coder':24s} {'bits/sym':>9s} {'encode M/s':>11s} {'decode M/s':>11s}"
     for name, data in inputs(args.weights).items():
         h = Categorical.from_symbols(data).entropy()
         print(f"\n{name}: order-0 entropy {h:.3f} bits/symbol")
         print(header)
         print("-" * len(header))
-        for coder, (enc, dec) in CODERS.items():
+        results = {}
+        for coder, (enc, dec) in coders.items():
             t_enc, blob = best_time(enc, data, args.repeats)
             t_dec, back = best_time(dec, blob, args.repeats)
             assert np.array_equal(back, data), coder
+            results[coder] = (size_of(blob), t_enc, t_dec)
             print(
-                f"{coder:22s} {8 * len(blob) / data.size:9.3f} "
+                f"{coder:24s} {8 * size_of(blob) / data.size:9.3f} "
                 f"{data.size / t_enc / 1e6:11.1f} {data.size / t_dec / 1e6:11.1f}"
             )
+        for ours, theirs in PEERS.items():
+            if theirs in results:
+                (b1, e1, d1), (b2, e2, d2) = results[ours], results[theirs]
+                print(f"{'ratio ' + ours.split()[0] + ' / ' + theirs.split()[0]:24s} "
+                      f"{b1 / b2:9.4f} {e2 / e1:11.2f} {d2 / d1:11.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -166,6 +166,12 @@ def _compress(args: argparse.Namespace) -> int:
     from mlcomp import pipeline
 
     out = Path(args.output)
+    step_options = [f"--{o.replace('_', '-')}" for o in ("qp", "step", "rd_lambda")
+                    if getattr(args, o) is not None]  # fmt: skip
+    if step_options and args.recipe != "step":
+        raise CommandError(f"{' and '.join(step_options)}: only with --recipe step")
+    if args.qp is not None and args.step is not None:
+        raise CommandError("give --qp or --step, not both")
     _refuse_overwriting(out, args.model)
     state = read_state_dict(args.model)
     try:
@@ -173,12 +179,23 @@ def _compress(args: argparse.Namespace) -> int:
             from mlcomp.coding import save_compressed
 
             save_compressed(state, out, progress=not args.quiet)
+        elif args.recipe == "step":
+            from mlcomp import quant
+
+            qp = -32 if args.qp is None else args.qp
+            pipeline.compress_state_dict(
+                state, out, prune_amount=args.prune,
+                step=args.step if args.step is not None else quant.qp_step(qp),
+                rd_lambda=quant.STEP_LAMBDA if args.rd_lambda is None
+                else args.rd_lambda,
+                coder=args.coder or "auto", progress=not args.quiet,
+            )  # fmt: skip
         else:
             pipeline.compress_state_dict(
                 state, out, prune_amount=args.prune,
                 conv_bits=args.conv_bits or args.bits or 8,
                 fc_bits=args.fc_bits or args.bits or 5,
-                coder=args.coder, progress=not args.quiet,
+                coder=args.coder or "huffman", progress=not args.quiet,
             )  # fmt: skip
     except (ValueError, TypeError) as err:  # e.g. a tensor of an unsupported dtype
         raise CommandError(f"cannot compress {args.model}: {err}") from err
@@ -397,6 +414,30 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _qp(text: str) -> int:
+    try:
+        from mlcomp import quant
+
+        quant.qp_step(int(text))
+        return int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def _bits(text: str) -> int:
     try:
         return utils.check_bits(int(text))
@@ -428,19 +469,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="a .safetensors file or a .pt state dict")
     p.add_argument("-o", "--output", required=True, help="the .mlc file to write")
-    p.add_argument("--recipe", choices=["deep-compression", "lossless"],
+    p.add_argument("--recipe", choices=["deep-compression", "step", "lossless"],
                    default="deep-compression",
                    help="deep-compression (default): k-means codebooks and coded "
-                   "indices; lossless: every tensor exact")  # fmt: skip
+                   "indices; step: one uniform step for all weights, levels "
+                   "entropy-coded (the NNC standard's kind); lossless: every "
+                   "tensor exact")  # fmt: skip
     p.add_argument("--prune", type=_fraction, default=0.0, metavar="FRACTION",
                    help="zero this fraction of each weight tensor, smallest "
                    "magnitudes first (no fine-tuning; default 0)")  # fmt: skip
     p.add_argument("--bits", type=_bits, help="codebook bits for every weight tensor")
     p.add_argument("--conv-bits", type=_bits, help="for conv kernels (default 8)")
     p.add_argument("--fc-bits", type=_bits, help="for matrices (default 5)")
+    p.add_argument("--qp", type=_qp, default=None,
+                   help="step recipe: quality parameter, step 2**(qp/4) (default "
+                   "-32: a step of 1/256; 4 lower halves the step)")  # fmt: skip
+    p.add_argument("--step", type=_positive, help="step recipe: the step itself")
+    p.add_argument("--rd-lambda", type=_non_negative, default=None,
+                   help="step recipe: rate weight of the level choice (default "
+                   "ln2/6; 0 rounds to the nearest level)")  # fmt: skip
     p.add_argument("--coder", choices=["huffman", "rans", "none", "auto"],
-                   default="huffman",
-                   help="entropy coder of the integer streams")  # fmt: skip
+                   default=None,
+                   help="entropy coder of the integer streams (default huffman; "
+                   "auto for the step recipe)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_compress)
 

@@ -16,11 +16,14 @@ The recipe composes the rest of the package:
 
 :func:`compress_state_dict` applies the same storage recipe to any state dict
 without data (per-tensor magnitude pruning and plain k-means, no
-fine-tuning): the ``mlcomp compress`` command.
+fine-tuning): the ``mlcomp compress`` command. With a ``step`` it stores the
+weights the way of the MPEG NNC standard instead (:func:`step_spec`): one
+uniform step, entropy-coded levels, no codebooks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 
@@ -36,6 +39,7 @@ __all__ = [
     "layer_bits",
     "share_weights",
     "deep_compression_spec",
+    "step_spec",
     "file_report",
     "prune_state_dict",
     "compress_state_dict",
@@ -120,7 +124,7 @@ def deep_compression_spec(
     >>> spec = deep_compression_spec("P+Q+H")
     >>> spec("fc1.weight", torch.zeros(500, 800))
     TensorSpec(values='codebook', bits=5, per_channel=False, sparsity='relative', \
-index_bits=5, coder='huffman')
+index_bits=5, coder='huffman', step=0.0, rd_lambda=0.0)
     >>> spec("conv1.weight", torch.zeros(20, 1, 5, 5)).bits
     8
     >>> spec("fc1.bias", torch.zeros(5)) is None
@@ -147,6 +151,51 @@ index_bits=5, coder='huffman')
 
     def spec(name: str, tensor: torch.Tensor) -> TensorSpec | None:
         return specs[tensor.dim() > 2] if _is_weight(tensor) else None
+
+    return spec
+
+
+def step_spec(
+    step: float | Mapping[str, float],
+    *,
+    rd_lambda: float = quant.STEP_LAMBDA,
+    coder: str = "auto",
+    sparsity: str = "auto",
+    others: str = "float16",
+) -> Callable[[str, torch.Tensor], TensorSpec | None]:
+    """An ``.mlc`` spec that puts every weight on a uniform grid of ``step``.
+
+    Weights (floating tensors of two or more dimensions) get step values
+    (:mod:`mlcomp.quant.ecsq`: levels chosen with rate weight ``rd_lambda``,
+    coded by ``coder``, zeros exact, positions by ``sparsity``); ``step`` is
+    one number for all of them (a global step, as the NNC standard's ``qp``
+    sets one, see :func:`mlcomp.quant.qp_step`) or a mapping from weight
+    names to steps (e.g. finer for the layers that matter more). Other
+    floating tensors (biases, norms) are stored as ``others`` (``float16``
+    by default, ``float32`` for exact), and the rest exactly.
+
+    >>> spec = step_spec(0.01)
+    >>> spec("w", torch.zeros(8, 8)).values, spec("b", torch.zeros(8)).values
+    ('step', 'float16')
+    >>> step_spec({"fc1.weight": 0.02})("fc1.weight", torch.zeros(8, 8)).step
+    0.02
+    """
+    if others not in ("float16", "float32"):
+        raise ValueError(f"others must be 'float16' or 'float32', got {others!r}")
+    steps = dict(step) if isinstance(step, Mapping) else None
+    check = [TensorSpec(values="step", step=v, rd_lambda=rd_lambda, coder=coder,
+                        sparsity=sparsity)
+             for v in (steps.values() if steps else [step])]  # fmt: skip
+    other = TensorSpec(values=others)
+
+    def spec(name: str, tensor: torch.Tensor) -> TensorSpec | None:
+        if _is_weight(tensor):
+            if steps is None:
+                return check[0]
+            if name not in steps:
+                raise KeyError(f"no step given for weight {name!r}")
+            return dataclasses.replace(check[0], step=steps[name])
+        return other if tensor.is_floating_point() else None
 
     return spec
 
@@ -225,6 +274,8 @@ def compress_state_dict(
     fc_bits: int = 5,
     coder: str = "huffman",
     sparsity: str = "auto",
+    step: float | Mapping[str, float] | None = None,
+    rd_lambda: float = quant.STEP_LAMBDA,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Prune (optionally) and store any state dict the Deep Compression way.
@@ -237,7 +288,9 @@ def compress_state_dict(
     do not pay for indices. Other tensors are stored exactly. Returns the
     file's :func:`mlcomp.coding.inspect` table, whose ``max error`` column
     is each tensor's largest reconstruction error against the input as
-    given, pruning included.
+    given, pruning included. With ``step``, the weights are stored on that
+    uniform grid instead (:func:`step_spec`, biases in float16), and the
+    bits are not used.
 
     >>> import tempfile
     >>> path = tempfile.mkdtemp() + "/m.mlc"
@@ -245,10 +298,17 @@ def compress_state_dict(
     ...                             prune_amount=0.9, fc_bits=4)
     >>> table.loc["w", "values"], bool(table.loc["w", "bits/entry"] < 2)
     ('codebook 4-bit', True)
+    >>> compress_state_dict({"w": torch.randn(64, 64)}, path, step=0.05,
+    ...                     coder="rans").loc["w", "values"]
+    'step 0.05 λ=0.116'
     """
     pruned = prune_state_dict(state_dict, prune_amount)
-    spec = deep_compression_spec(
-        "P+Q+H", conv_bits=conv_bits, fc_bits=fc_bits, sparsity=sparsity, coder=coder
-    )
+    if step is not None:
+        spec = step_spec(step, rd_lambda=rd_lambda, coder=coder, sparsity=sparsity)
+    else:
+        spec = deep_compression_spec(
+            "P+Q+H", conv_bits=conv_bits, fc_bits=fc_bits, sparsity=sparsity,
+            coder=coder,
+        )  # fmt: skip
     save_compressed(pruned, path, spec, progress=progress, reference=state_dict)
     return inspect(path)

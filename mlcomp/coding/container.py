@@ -9,11 +9,15 @@ a :class:`TensorSpec`:
   filler zero wherever a gap is too long for the field; or ``auto``, the
   smallest of the three for this tensor.
 * **values** — ``float32``; ``float16``; ``uniform`` (``bits``-bit codes with
-  an affine scale and zero point, per tensor or per output channel); or
-  ``codebook`` (``2**bits`` centroids found by 1-D k-means with linear
-  initialization, stored as a float table, and a ``bits``-bit index per
-  value, as in Deep Compression). Exact zeros stay exact zeros: when a
-  tensor has any, zero takes one of the ``2**bits`` codebook entries.
+  an affine scale and zero point, per tensor or per output channel);
+  ``step`` (integer levels on a grid of a given ``step``, as many as the
+  values need, chosen by :func:`mlcomp.quant.ecsq.step_levels` with the
+  rate-distortion weight ``rd_lambda``, zero exact: the quantizer of the NNC
+  standard's kind, made for an entropy coder); or ``codebook`` (``2**bits``
+  centroids found by 1-D k-means with linear initialization, stored as a
+  float table, and a ``bits``-bit index per value, as in Deep Compression).
+  Exact zeros stay exact zeros: when a tensor has any, zero takes one of the
+  ``2**bits`` codebook entries.
 * **coder** for the integer streams (codes, indices): ``none`` (fixed-width
   bit packing), ``huffman``, ``rans``, or ``auto``, the smallest of the three
   (a coded stream carries its own table, which small tensors cannot repay).
@@ -56,12 +60,15 @@ from mlcomp.coding._format import MAX_SYMBOLS, CorruptFileError
 from mlcomp.coding.bits import pack_bits, unpack_bits
 from mlcomp.prune.storage import relative_gaps
 from mlcomp.quant import core as quant_core
+from mlcomp.quant import ecsq
 from mlcomp.quant.kmeans import kmeans_1d, nearest_centroid
 from mlcomp.utils import atomic_open, check_bits
 
 __all__ = ["TensorSpec", "save_compressed", "load_compressed", "inspect", "MAGIC"]
 
-MAGIC, VERSION = b"MLC\x1a", 2
+MAGIC, VERSION = b"MLC\x1a", 3
+_READS = (2, 3)  # a file without step values is written as version 2, as before
+_STEP_FIELDS = {"step": 0.0, "rd_lambda": 0.0}  # in a header only for step values
 _DTYPES = {
     str(t).removeprefix("torch."): t
     for t in (torch.float32, torch.float64, torch.float16, torch.bfloat16,
@@ -81,18 +88,22 @@ class TensorSpec:
     Traceback (most recent call last):
     ...
     ValueError: bits must be an integer in 1..16, got 20
+    >>> TensorSpec(values="step", step=0.01, coder="rans").step
+    0.01
     """
 
-    values: str = "float32"  # float32 | float16 | uniform | codebook
-    bits: int = 8  # for uniform and codebook values
+    values: str = "float32"  # float32 | float16 | uniform | step | codebook
+    bits: int = 8  # for uniform and codebook values (step: set to what levels need)
     per_channel: bool = False  # uniform: one scale per output channel (axis 0)
     sparsity: str = "dense"  # dense | bitmask | relative | auto
     index_bits: int = 5  # relative indices: 5 for fc, 8 for conv in Deep Compression
     coder: str = "none"  # none | huffman | rans | auto, for the integer streams
+    step: float = 0.0  # step values: the grid's step (> 0)
+    rd_lambda: float = 0.0  # step values: rate weight of the level choice (0: round)
 
     def __post_init__(self) -> None:
         choices = {
-            "values": ("float32", "float16", "uniform", "codebook"),
+            "values": ("float32", "float16", "uniform", "step", "codebook"),
             "sparsity": SPARSITIES + ("auto",),
             "coder": CODERS + ("auto",),
         }
@@ -103,6 +114,14 @@ class TensorSpec:
                 )
         check_bits(self.bits)
         check_bits(self.index_bits, "index_bits")
+        for field in ("step", "rd_lambda"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{field} must be a number, got {v!r}")
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{field} must be finite and >= 0, got {v}")
+        if self.values == "step" and not self.step > 0:
+            raise ValueError("step values need a step > 0 (e.g. quant.qp_step(-32))")
 
 
 SpecLike = (
@@ -186,6 +205,9 @@ def _quantize(values: np.ndarray, positions: np.ndarray, t: torch.Tensor, s):
         )
         codes, scale, zero = _uniform(values, rows, n_rows, s.bits)
         return {"scale": scale.tolist(), "zero_point": zero.tolist()}, codes
+    if s.values == "step":
+        codes = ecsq.zigzag(ecsq.step_levels(values, s.step, s.rd_lambda))
+        return {"bits": max(int(codes.max(initial=0)).bit_length(), 1)}, codes
     k, nonzero = 1 << s.bits, values[values != 0]
     if nonzero.size == values.size:
         centroids = kmeans_1d(values, k) if values.size else np.zeros(1)
@@ -214,11 +236,15 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
             gaps, _ = relative_gaps(np.flatnonzero(x), s.index_bits)
             streams["index"] = (gaps, s.index_bits)
             positions = np.cumsum(gaps + 1) - 1  # fillers land on zeros
-        fields, codes = _quantize(x[positions], positions, t, s)
+        try:
+            fields, codes = _quantize(x[positions], positions, t, s)
+        except ValueError as err:  # e.g. a step too fine for the tensor
+            raise ValueError(f"tensor {name!r}: {err}") from None
+        bits = fields.pop("bits", s.bits)  # step values: the width levels need
         if isinstance(codes, bytes):
             fixed["values"] = codes
         else:
-            streams["values"] = (codes, s.bits)
+            streams["values"] = (codes, bits)
         if "centroids" in fields:
             fixed["codebook"] = fields.pop("centroids").astype(table_dtype).tobytes()
         coders = CODERS if s.coder == "auto" and streams else (s.coder,)
@@ -230,8 +256,12 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
             sections = {k: sections[k] for k in order if k in sections}
             size = sum(map(len, sections.values()))
             if best is None or size < best[0]:
-                spec = dataclasses.replace(s, sparsity=sparsity, coder=coder)
-                entry = {"spec": dataclasses.asdict(spec), "stored": len(positions)}
+                spec = dataclasses.replace(s, sparsity=sparsity, coder=coder, bits=bits)
+                fields_ = dataclasses.asdict(spec)
+                if spec.values != "step":  # files without step values: as in v2
+                    fields_ = {k: v for k, v in fields_.items()
+                               if k not in _STEP_FIELDS}  # fmt: skip
+                entry = {"spec": fields_, "stored": len(positions)}
                 best = (size, entry | fields, sections)
     return best[1], best[2]
 
@@ -262,6 +292,9 @@ def _decode(entry: dict, sections: dict[str, bytes], name: str) -> np.ndarray:
         rows = positions // max(count // n_rows, 1) if n_rows > 1 else 0
         codes = _decode_ints(sections["values"], s.bits, s.coder, stored)
         values = (codes - zero[rows]) * scale[rows]
+    elif s.values == "step":
+        codes = _decode_ints(sections["values"], s.bits, s.coder, stored)
+        values = ecsq.unzigzag(codes) * s.step
     else:
         dtype = "<f8" if entry["dtype"] == "float64" else "<f4"
         if len(sections["codebook"]) % np.dtype(dtype).itemsize:
@@ -356,8 +389,10 @@ def save_compressed(
         blobs.extend(sections.values())
     header = json.dumps({"tensors": entries}, separators=(",", ":")).encode()
     header = zlib.compress(header, 9)
+    steps = any(e["spec"] and e["spec"]["values"] == "step" for e in entries)
+    version = VERSION if steps else 2
     with atomic_open(path) as f:
-        f.write(MAGIC + bytes([VERSION]) + len(header).to_bytes(4, "little"))
+        f.write(MAGIC + bytes([version]) + len(header).to_bytes(4, "little"))
         f.write(header + zlib.crc32(header).to_bytes(4, "little"))
         for blob in blobs:
             f.write(blob)
@@ -374,8 +409,12 @@ def _fail(path, message: str):
     raise CorruptFileError(f"{path}: {message}")
 
 
-def _check_entry(e, path, seen: set) -> None:
-    """Validate one header entry's fields and types before anything is allocated."""
+def _check_entry(e, path, seen: set, version: int = VERSION) -> None:
+    """Validate one header entry's fields and types before anything is allocated.
+
+    A spec without step values may omit ``step`` and ``rd_lambda`` (as every
+    version-2 file does); their defaults are filled in, in place.
+    """
     if not isinstance(e, dict):
         _fail(path, "a header entry is not an object")
     name = e.get("name")
@@ -414,6 +453,10 @@ def _check_entry(e, path, seen: set) -> None:
     if "spec" not in e:
         _fail(path, f"tensor {name!r} has no spec")
     spec = e["spec"]
+    if isinstance(spec, dict) and spec.get("values") != "step":
+        spec = e["spec"] = _STEP_FIELDS | spec
+    elif isinstance(spec, dict) and version < 3:
+        _fail(path, f"tensor {name!r} has step values in a version-{version} file")
     if spec is None:
         if kinds != ["raw"] or length["raw"] != count * _DTYPES[dtype].itemsize:
             _fail(path, f"tensor {name!r}: its exact bytes have the wrong size")
@@ -485,8 +528,8 @@ def _read_header(f, path, file_size: int) -> tuple[list[dict], int]:
     head = f.read(9)
     if len(head) < 9 or head[:4] != MAGIC:
         _fail(path, "not an .mlc file (no MLC magic number)")
-    if head[4] != VERSION:
-        _fail(path, f".mlc version {head[4]}; this reader knows version {VERSION}")
+    if head[4] not in _READS:
+        _fail(path, f".mlc version {head[4]}; this reader knows versions {_READS}")
     size = int.from_bytes(head[5:9], "little")
     end = 9 + size + 4
     if end > file_size:
@@ -510,7 +553,7 @@ def _read_header(f, path, file_size: int) -> tuple[list[dict], int]:
         _fail(path, "the header is not valid .mlc JSON")
     seen: set = set()
     for e in entries:
-        _check_entry(e, path, seen)
+        _check_entry(e, path, seen, head[4])
     sections = sum(x["length"] for e in entries for x in e["sections"])
     if end + sections != file_size:
         what = "truncated" if end + sections > file_size else "has trailing bytes"
@@ -622,6 +665,10 @@ def inspect(path: str | os.PathLike, verify: bool = True) -> pd.DataFrame:
         if s.get("values") in ("uniform", "codebook"):
             values = f"{values} {s['bits']}-bit" + (
                 " per channel" if s.get("per_channel") else ""
+            )
+        elif s.get("values") == "step":
+            values = f"step {s['step']:.4g}" + (
+                f" λ={s['rd_lambda']:.3g}" if s["rd_lambda"] else ""
             )
         sparsity = s.get("sparsity", "dense")
         if sparsity == "relative":

@@ -27,7 +27,6 @@ import numpy as np
 
 from mlcomp.coding._format import (
     CorruptFileError,
-    as_symbols,
     check_count,
     min_cost_bits,
     pack,
@@ -47,29 +46,64 @@ MAX_PRECISION = 20  # the decoder's slot table has 2**precision entries
 
 
 @numba.njit(cache=True)
-def _encode_words(idx, freq, cum, precision, streams):  # pragma: no cover
-    n = idx.size
+def _histogram(symbols, size):  # pragma: no cover - compiled
+    """Counts of each value in ``0..size-1``, read in place (no int64 copy)."""
+    counts = np.zeros(size, np.int64)
+    for i in range(symbols.size):
+        counts[symbols[i]] += 1
+    return counts
+
+
+@numba.njit(cache=True)
+def _encode_words(symbols, lut, freq, cum, precision, streams):  # pragma: no cover
+    """The words of the stream, in the order the decoder reads them.
+
+    ``lut`` maps a symbol's value to its index in the alphabet, so the
+    message is read as given (any integer dtype). rANS emits its words last
+    first; they are written from the end of the buffer backwards, so the
+    stream is a slice of it, not a reversed copy.
+    """
+    n = symbols.size
     out = np.empty(n + 2 * streams, np.uint32)  # at most one word per symbol
     states = np.full(streams, np.uint64(_L), np.uint64)
     bound = np.uint64((_L >> precision) << 32)
     p = np.uint64(precision)
-    pos = 0
+    pos = out.size  # the next word goes to out[pos - 1]
     j = (n - 1) % streams  # the state that codes symbol i, counting down
     for i in range(n - 1, -1, -1):
-        s = idx[i]
+        s = lut[symbols[i]]
         f = np.uint64(freq[s])
         x = states[j]
         if x >= bound * f:  # renormalize: emit the low 32 bits
+            pos -= 1
             out[pos] = np.uint32(x & np.uint64(0xFFFFFFFF))
-            pos += 1
             x >>= np.uint64(32)
         states[j] = ((x // f) << p) + (x % f) + np.uint64(cum[s])
         j = j - 1 if j > 0 else streams - 1
     for j in range(streams - 1, -1, -1):  # flush: the decoder reads state 0 first
-        out[pos] = np.uint32(states[j] & np.uint64(0xFFFFFFFF))
-        out[pos + 1] = np.uint32(states[j] >> np.uint64(32))
-        pos += 2
-    return out[:pos][::-1].copy()
+        out[pos - 1] = np.uint32(states[j] & np.uint64(0xFFFFFFFF))
+        out[pos - 2] = np.uint32(states[j] >> np.uint64(32))
+        pos -= 2
+    return out[pos:]
+
+
+_DENSE = 1 << 22  # symbols below this are counted and looked up in flat tables
+
+
+def _message(symbols) -> np.ndarray:
+    """The message as an integer array, checked, without copying it."""
+    arr = np.asarray(symbols)
+    if arr.ndim != 1:
+        raise ValueError(f"symbols must be a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"symbols must be integers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        raise ValueError(f"symbols must be non-negative, found {arr.min()}")
+    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError("symbols must fit in int64")
+    return np.ascontiguousarray(arr)
 
 
 @numba.njit(cache=True)
@@ -130,10 +164,19 @@ def encode(
     >>> bool(2.93 < bits < 2.96)
     True
     """
-    symbols = as_symbols(symbols)
+    symbols = _message(symbols)
     if not 1 <= streams <= 64:
         raise ValueError(f"streams must be in 1..64, got {streams}")
-    alphabet, idx, weights = code_alphabet(symbols, model)
+    top = int(symbols.max()) if symbols.size else 0
+    if model is None and top < _DENSE:  # the common case, in place
+        counts = _histogram(symbols, top + 1)
+        alphabet = np.flatnonzero(counts)
+        weights = counts[alphabet].astype(np.float64)
+        lut = np.zeros(top + 1, np.int64)
+        lut[alphabet] = np.arange(alphabet.size)
+    else:  # a model, or huge symbol values: index them through code_alphabet
+        alphabet, idx, weights = code_alphabet(symbols.astype(np.int64), model)
+        symbols, lut = idx.astype(np.int64), np.arange(alphabet.size)
     if precision is None:
         precision = default_precision(alphabet.size)
     if not 1 <= precision <= MAX_PRECISION:
@@ -143,9 +186,11 @@ def encode(
         return pack(_MAGIC, _VERSION, header, b"")
     freq = Categorical(weights).frequencies(precision)
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
-    words = _encode_words(idx.astype(np.int64), freq, cum, precision, streams)
+    words = _encode_words(symbols, lut, freq, cum, precision, streams)
     header += write_table(alphabet, freq)
-    return pack(_MAGIC, _VERSION, header, words.astype("<u4").tobytes())
+    if words.dtype.byteorder == ">":  # pragma: no cover - big-endian machines
+        words = words.astype("<u4")
+    return pack(_MAGIC, _VERSION, header, words.tobytes())
 
 
 def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:

@@ -10,6 +10,9 @@
   :func:`calibrate_`, :func:`remove_`, :func:`sensitivity`.
 * :mod:`~mlcomp.quant.nonuniform` — k-means weight sharing (:func:`kmeans_`)
   with trainable centroids; binary and ternary weights.
+* :mod:`~mlcomp.quant.ecsq` — a uniform step with entropy-constrained level
+  choice (:func:`step_levels`), the quantizer of the ``.mlc`` file's step
+  values and of the NNC standard's kind.
 * :mod:`~mlcomp.quant.kmeans` — 1-D k-means (:func:`kmeans_1d`) and the
   nearest-centroid rule, shared with the ``.mlc`` file's codebooks.
 * :mod:`~mlcomp.quant.mixed` — a bit width per layer under a size budget.
@@ -31,7 +34,7 @@ Codes of any width are packed into bytes by :func:`mlcomp.coding.pack_bits`.
 True
 """
 
-from mlcomp.quant import core, kmeans, mixed, nonuniform, qat, runtime
+from mlcomp.quant import core, ecsq, kmeans, mixed, nonuniform, qat, runtime
 from mlcomp.quant.core import (
     dequantize,
     fake_quantize,
@@ -42,6 +45,7 @@ from mlcomp.quant.core import (
     range_qparams,
     sqnr,
 )
+from mlcomp.quant.ecsq import STEP_LAMBDA, qp_step, step_levels
 from mlcomp.quant.kmeans import kmeans_1d, nearest_centroid
 from mlcomp.quant.mixed import allocate_bits
 from mlcomp.quant.nonuniform import binarize, codebooks, kmeans_, ternarize
@@ -68,6 +72,7 @@ __all__ = [
     "ActivationQuantizer",
     "OnnxModule",
     "QuantConfig",
+    "STEP_LAMBDA",
     "WeightQuantizer",
     "allocate_bits",
     "binarize",
@@ -76,6 +81,7 @@ __all__ = [
     "codebooks",
     "core",
     "dequantize",
+    "ecsq",
     "export_onnx",
     "fake_quantize",
     "kmeans_",
@@ -88,6 +94,7 @@ __all__ = [
     "observe_range",
     "profile_onnx",
     "qat",
+    "qp_step",
     "qparams",
     "qrange",
     "quantize",
@@ -99,5 +106,6 @@ __all__ = [
     "runtime",
     "sensitivity",
     "sqnr",
+    "step_levels",
     "ternarize",
 ]
