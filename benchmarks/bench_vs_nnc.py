@@ -29,11 +29,15 @@ it lives in its own environment next to ours, e.g.::
     .venv/bin/python -c "import site; print(site.getsitepackages()[0])" \\
         > .venv-nnc/lib/python3.11/site-packages/mlcomp-venv.pth
     .venv-nnc/bin/pip install pybind11 setuptools wheel
+    .venv-nnc/bin/pip install --no-deps opencv-python-headless h5py ptflops \
+        torchmetrics lightning-utilities
     .venv-nnc/bin/pip install --no-deps --no-build-isolation nncodec==2.1.3
+    .venv-nnc/bin/pip install --no-deps -e .
     .venv-nnc/bin/python benchmarks/bench_vs_nnc.py
 
-(the ``.pth`` file lets that environment import this project's packages;
-``--no-deps`` keeps our numpy, which NNCodec's encoder and decoder run on).
+(the ``.pth`` file lets that environment import our environment's packages;
+``--no-deps`` keeps our numpy, which NNCodec's encoder and decoder run on;
+the second line is what NNCodec imports at start-up).
 Run with ``.venv/bin/python benchmarks/bench_vs_nnc.py [--json FILE]``.
 """
 
@@ -86,11 +90,17 @@ def ours_codebook(state, bits: int, path: str) -> dict:
     return load_compressed(path)
 
 
-def nnc_round_trip(nnc, net, qp: int, use_dq: bool, workdir: str):
-    """NNCodec's bitstream of ``net`` at ``qp`` and the state dict it decodes to."""
-    args = {"qp": qp, "use_dq": use_dq, "verbose": False, "results": workdir}
+def nnc_round_trip(nnc, state, qp: int, use_dq: bool, workdir: str):
+    """NNCodec's bitstream of ``state`` at ``qp`` and the state dict it decodes to.
+
+    The state dict goes in as numpy arrays: NNCodec's data-free path (a
+    ``torch.nn.Module`` would take its data-driven one).
+    """
+    args = {"qp": qp, "use_dq": use_dq, "verbose": False, "results": workdir,
+            "model": "bench"}  # fmt: skip
+    params = {k: v.numpy() for k, v in state.items()}
     with contextlib.redirect_stdout(io.StringIO()):  # it prints per tensor
-        bitstream = nnc.encode(net, args=args)
+        bitstream = nnc.encode(params, args=args)
         decoded = nnc.decode(bitstream, args=args)
     state = {k: torch.as_tensor(np.asarray(v)) for k, v in decoded.items()}
     return len(bitstream), state
@@ -128,7 +138,7 @@ def sweep(name: str, workdir: str, nnc) -> pd.DataFrame:
             decoded, size = ours_codebook(state, setting, path), None
         else:
             size, decoded = nnc_round_trip(
-                nnc, net, setting, method == "NNCodec", workdir
+                nnc, state, setting, method == "NNCodec", workdir
             )
         size = os.path.getsize(path) if size is None else size
         rows.append({"method": method, "setting": setting, "bytes": size,
