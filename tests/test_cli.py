@@ -91,6 +91,40 @@ def test_pruning_bits_and_lossless_options(resnet18_state, tmp_path):
     assert all(torch.equal(restored[name], t) for name, t in state.items())
 
 
+def test_step_recipe(tmp_path, capsys):
+    torch.manual_seed(0)
+    state = {"fc.weight": torch.randn(64, 32) * 0.1, "fc.bias": torch.randn(64)}
+    model, mlc = tmp_path / "m.pt", tmp_path / "s.mlc"
+    torch.save(state, model)
+    args = ["compress", str(model), "-o", str(mlc), "--recipe", "step", "--qp", "-20",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    table = inspect(mlc)
+    assert table.loc["fc.weight", "values"] == "step 0.03125 λ=0.116"
+    assert table.loc["fc.bias", "values"] == "float16"
+    back = load_compressed(mlc)
+    assert (back["fc.weight"] - state["fc.weight"]).abs().max() < 0.03125
+    rounded = tmp_path / "r.mlc"
+    assert main(["compress", str(model), "-o", str(rounded), "--recipe", "step",
+                 "--step", "0.01", "--rd-lambda", "0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        load_compressed(rounded)["fc.weight"] - state["fc.weight"]
+    ).abs().max() <= 0.005
+    capsys.readouterr()
+    assert (
+        main(["compress", str(model), "-o", str(tmp_path / "x.mlc"), "--qp", "-20"])
+        == 1
+    )
+    assert "--qp: only with --recipe step" in capsys.readouterr().err
+    assert main(["compress", str(model), "-o", str(tmp_path / "x.mlc"), "--recipe",
+                 "step", "--qp", "-20", "--step", "0.1"]) == 1  # fmt: skip
+    assert "give --qp or --step, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compress", str(model), "-o", "x.mlc", "--recipe", "step", "--qp", "99"])
+    with pytest.raises(SystemExit):
+        main(["compress", str(model), "-o", "x.mlc", "--recipe", "step", "--step", "0"])
+
+
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys):
     missing = str(tmp_path / "missing.pt")
     assert main(["compress", missing, "-o", str(tmp_path / "x.mlc")]) == 1
