@@ -176,3 +176,16 @@ def test_too_fine_a_step_names_the_tensor(tmp_path, sparse_state):
     with pytest.raises(ValueError, match="tensor 'w'.*too fine"):
         save_compressed(sparse_state, tmp_path / "x.mlc",
                         TensorSpec(values="step", step=1e-8))  # fmt: skip
+
+
+def test_a_relative_index_stream_does_not_change_the_values_bits(tmp_path):
+    # the index stream's width once leaked into the resolved spec's bits
+    from mlcomp.coding.container import _read_header
+
+    path = tmp_path / "p.mlc"
+    w = torch.zeros(64, 64)
+    w[::7, ::5] = 1.0
+    save_compressed({"w": w}, path, TensorSpec(sparsity="relative", index_bits=5))
+    with open(path, "rb") as f:
+        entries, _ = _read_header(f, path, path.stat().st_size)
+    assert entries[0]["spec"]["bits"] == 8 and entries[0]["spec"]["index_bits"] == 5

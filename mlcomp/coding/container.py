@@ -240,11 +240,11 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
             fields, codes = _quantize(x[positions], positions, t, s)
         except ValueError as err:  # e.g. a step too fine for the tensor
             raise ValueError(f"tensor {name!r}: {err}") from None
-        bits = fields.pop("bits", s.bits)  # step values: the width levels need
+        value_bits = fields.pop("bits", s.bits)  # step values: what levels need
         if isinstance(codes, bytes):
             fixed["values"] = codes
         else:
-            streams["values"] = (codes, bits)
+            streams["values"] = (codes, value_bits)
         if "centroids" in fields:
             fixed["codebook"] = fields.pop("centroids").astype(table_dtype).tobytes()
         coders = CODERS if s.coder == "auto" and streams else (s.coder,)
@@ -256,7 +256,9 @@ def _encode(t: torch.Tensor, s: TensorSpec, name: str):
             sections = {k: sections[k] for k in order if k in sections}
             size = sum(map(len, sections.values()))
             if best is None or size < best[0]:
-                spec = dataclasses.replace(s, sparsity=sparsity, coder=coder, bits=bits)
+                spec = dataclasses.replace(
+                    s, sparsity=sparsity, coder=coder, bits=value_bits
+                )
                 fields_ = dataclasses.asdict(spec)
                 if spec.values != "step":  # files without step values: as in v2
                     fields_ = {k: v for k, v in fields_.items()
