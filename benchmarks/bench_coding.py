@@ -86,30 +86,27 @@ def constriction_coders():
             counts / counts.sum(), perfect=False
         )
 
-    def ans_encode(a):
-        m = model(a)
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse(a.astype(np.int32), m)
-        return coder.get_compressed(), m, a.size
+    def coder(encoder, method: str, decoder):
+        def encode(a):
+            m = model(a)
+            enc = encoder()
+            getattr(enc, method)(a.astype(np.int32), m)  # ANS codes in reverse
+            return enc.get_compressed(), m, a.size
 
-    def ans_decode(blob):
-        words, m, n = blob
-        return constriction.stream.stack.AnsCoder(words).decode(m, n).astype(np.uint8)
+        def decode(blob):
+            words, m, n = blob
+            return decoder(words).decode(m, n).astype(np.uint8)
 
-    def range_encode(a):
-        m = model(a)
-        coder = constriction.stream.queue.RangeEncoder()
-        coder.encode(a.astype(np.int32), m)
-        return coder.get_compressed(), m, a.size
+        return encode, decode
 
-    def range_decode(blob):
-        words, m, n = blob
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        return decoder.decode(m, n).astype(np.uint8)
-
+    stream = constriction.stream
     return {
-        "ANS (constriction)": (ans_encode, ans_decode),
-        "range (constriction)": (range_encode, range_decode),
+        "ANS (constriction)": coder(
+            stream.stack.AnsCoder, "encode_reverse", stream.stack.AnsCoder
+        ),
+        "range (constriction)": coder(
+            stream.queue.RangeEncoder, "encode", stream.queue.RangeDecoder
+        ),
     }
 
 
