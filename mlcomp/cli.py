@@ -56,9 +56,13 @@ def _zoo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.jobs < 1:
+        raise CommandError(f"--jobs must be at least 1, got {args.jobs}")
     if args.retrain:
         try:
-            records = zoo.retrain_shipped(args.names or None, progress=not args.quiet)
+            records = zoo.retrain_shipped(
+                args.names or None, progress=not args.quiet, jobs=args.jobs
+            )
         except RuntimeError as err:
             raise CommandError(str(err)) from err
         for info in records:
@@ -67,6 +71,11 @@ def _zoo(args: argparse.Namespace) -> int:
                   f"sha256 {info['sha256'][:16]}")  # fmt: skip
         print(f"written to {zoo.SHIPPED_DIR}")
         return 0
+    if args.jobs > 1:
+        try:
+            zoo.ensure(args.names or None, jobs=args.jobs, progress=not args.quiet)
+        except RuntimeError as err:
+            raise CommandError(str(err)) from err
     for name in args.names or sorted(zoo.RECIPES):
         start = time.perf_counter()
         zoo.pretrained(name, progress=not args.quiet)
@@ -453,6 +462,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true",
                    help="re-make the shipped weights of NAMES (default all) "
                    "and of the models trained from them, pinned numerics")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N models at a time, each in its own process with "
+                   "its recipe's threads (the weights do not change)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_zoo)
 

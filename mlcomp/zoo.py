@@ -25,10 +25,13 @@ the bytes come out identical. No pickle is ever loaded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
+from tqdm import tqdm
 
 from mlcomp import datasets, models, numerics, train, utils
 
@@ -47,6 +51,7 @@ __all__ = [
     "RECIPES",
     "SHIPPED_DIR",
     "StaleCacheWarning",
+    "ensure",
     "pretrained",
     "recipe_for",
     "record",
@@ -57,6 +62,7 @@ __all__ = [
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("weights")
 SEED_VARIABLE = "MLCOMP_ZOO_SEED"
+THREADS_VARIABLE = "MLCOMP_ZOO_THREADS"
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,10 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
     is how ``make claims`` checks that the book's claims are not the luck of
     one training run. Adding (not replacing) keeps apart the recipes that
     differ only in their seed, e.g. the three seeds of one student.
+    ``$MLCOMP_ZOO_THREADS`` replaces the recipes' thread count (two): the
+    weights then depend on it, so the shipped ones do not apply and the
+    models are trained into the cache (``make claims`` trains two models at
+    a time, one thread each, see :func:`ensure`).
 
     >>> recipe_for("lenet5-fashion").seed
     0
@@ -258,7 +268,22 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
                 steps=recipe.claims_steps,
                 max_val_bpc=recipe.claims_max_val_bpc or recipe.max_val_bpc,
             )
+    threads = _threads_override()
+    if threads is not None:
+        recipe = dataclasses.replace(recipe, threads=threads)
     return recipe
+
+
+def _threads_override() -> int | None:
+    """``$MLCOMP_ZOO_THREADS`` as an int (None when unset)."""
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 1024:
+        raise ValueError(
+            f"{THREADS_VARIABLE} must be an integer in [1, 1024], got {value!r}"
+        )
+    return int(value)
 
 
 def _sha256(path: Path) -> str:
@@ -527,6 +552,7 @@ def retrain_shipped(
     folder: str | os.PathLike | None = None,
     include_dependents: bool = True,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[dict]:
     """Re-make the shipped weights of ``names`` (default: all) and what builds on them.
 
@@ -535,7 +561,9 @@ def retrain_shipped(
     machine), a sparse model's base first, and written into ``folder``
     (default :data:`SHIPPED_DIR`). With ``include_dependents=False`` only
     ``names`` are re-made (the unit test that checks the shipped bytes does
-    that). Returns the new records.
+    that). ``jobs`` trains that many models at a time, each in its own
+    process (see :func:`ensure`); the bytes are the same. Returns the new
+    records.
 
     >>> retrain_shipped(["resnet-imagenet"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -544,10 +572,13 @@ def retrain_shipped(
     unknown = [n for n in names or [] if n not in RECIPES]
     if unknown:
         raise KeyError(f"unknown zoo model(s) {unknown}; choose from {sorted(RECIPES)}")
-    if os.environ.get(SEED_VARIABLE, "").strip():
-        raise RuntimeError(
-            f"the shipped weights use the registered seeds; unset {SEED_VARIABLE}"
-        )
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    for variable, what in ((SEED_VARIABLE, "seeds"), (THREADS_VARIABLE, "threads")):
+        if os.environ.get(variable, "").strip():
+            raise RuntimeError(
+                f"the shipped weights use the registered {what}; unset {variable}"
+            )
     report = numerics.report()
     if not report["pinned"]:
         raise RuntimeError(
@@ -557,14 +588,212 @@ def retrain_shipped(
             "leave MLCOMP_NUMERICS unset"
         )
     target = Path(folder) if folder is not None else SHIPPED_DIR
-    records = []
     chosen = list(names) if names else list(RECIPES)
     if include_dependents:
         order = dependents(chosen)
     else:
         order = [name for name in RECIPES if name in chosen]
+    if jobs > 1:
+        _run_parallel(order, jobs, progress, target)
+        return [json.loads(_paths(name, target)[1].read_text()) for name in order]
+    records = []
     for name in order:
-        recipe = RECIPES[name]
-        net, metrics = _train_and_check(name, recipe, progress, target)
-        records.append(_save(name, net, recipe, metrics, target))
+        records.append(_retrain_one(name, progress, target))
     return records
+
+
+def _retrain_one(name: str, progress: bool, target: Path) -> dict:
+    recipe = RECIPES[name]
+    net, metrics = _train_and_check(name, recipe, progress, target)
+    return _save(name, net, recipe, metrics, target)
+
+
+def _requires(name: str) -> set[str]:
+    """The zoo models that ``name`` is trained from (its base, its teacher)."""
+    recipe = RECIPES[name]
+    return {getattr(recipe, "base", None), getattr(recipe, "teacher", None)} - {None}
+
+
+def ensure(
+    names: list[str] | None = None, *, jobs: int = 1, progress: bool = True
+) -> list[str]:
+    """Make ``names`` (default: all) available, training what is missing.
+
+    A model counts as available when :func:`pretrained` would load it
+    without training (shipped or cached under its current recipe). The
+    missing ones, and the missing models they are trained from, are
+    trained into the cache, a base or teacher before what builds on it.
+    With ``jobs > 1`` they are trained in that many worker processes at
+    once, the longest remaining chain of training first (times estimated
+    from the shipped records). Each process trains with its recipe's
+    threads, so ``jobs`` times that should not exceed the cores. The
+    weights do not depend on ``jobs``: on a machine with many cores,
+    ``jobs=4`` makes the same bytes as ``jobs=1``, four models at a time.
+    ``make claims`` runs ``MLCOMP_ZOO_THREADS=1`` with two jobs on two
+    cores; that is faster than one job of two threads because small models
+    use a second thread poorly (measured in the README). Returns the names
+    trained, in the order they were started.
+
+    >>> ensure(["lenet300-fashion"], progress=False)  # shipped: nothing to train
+    []
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    unknown = [n for n in names or [] if n not in RECIPES]
+    if unknown:
+        raise KeyError(f"unknown zoo model(s) {unknown}; choose from {sorted(RECIPES)}")
+    cache = utils.cache_dir("zoo")
+    missing: set[str] = set()
+    stack = list(names) if names else list(RECIPES)
+    while stack:
+        name = stack.pop()
+        if name in missing or _locate(name, recipe_for(name), cache) is not None:
+            continue
+        missing.add(name)
+        stack.extend(_requires(name))
+    order = [name for name in RECIPES if name in missing]  # bases come first
+    if jobs > 1 and len(order) > 1:
+        _run_parallel(order, jobs, progress, None)
+    else:
+        for name in order:
+            pretrained(name, progress=progress)
+    return order
+
+
+def _estimate(name: str) -> float:
+    """Seconds that training ``name`` took when it was shipped (60 if unknown),
+    scaled by the steps of the current recipe for a language model."""
+    try:
+        info = json.loads(_paths(name, SHIPPED_DIR)[1].read_text())
+        seconds = float(info["train_seconds"])
+        steps = info["recipe"].get("steps")
+    except (OSError, ValueError, KeyError, TypeError):
+        return 60.0
+    now = getattr(recipe_for(name), "steps", None)
+    return seconds * now / steps if steps and now else seconds
+
+
+def _prepare(order: list[str]) -> None:
+    """Make the data sets the models need, once, before workers share them."""
+    kinds = {recipe_for(name).model for name in order}
+    if kinds & {"lenet5", "lenet300100"}:
+        datasets.fashion_mnist("train"), datasets.fashion_mnist("test")
+    if "dscnn" in kinds:
+        from mlcomp import speech
+
+        for split in ("train", "val", "test", "festival"):
+            speech.load(split, progress=False)
+
+
+class _Worker:
+    """A process that trains zoo models named on its stdin (see :func:`_serve`)."""
+
+    def __init__(self, target: Path | None, jobs: int = 1):
+        env = dict(os.environ)
+        threads = _threads_override()
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        if jobs * (threads or numerics.THREADS) > (os.cpu_count() or 1):
+            # more threads than cores: OpenMP threads that spin while they
+            # wait take the cores from the other workers (3x slower, measured)
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.target = target
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from mlcomp import zoo; zoo._serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+
+    def train(self, name: str) -> dict:
+        target = None if self.target is None else str(self.target)
+        task = {"name": name, "target": target}
+        try:
+            self.process.stdin.write(json.dumps(task) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except (OSError, ValueError):  # the worker died; its status says how
+            line = ""
+        if not line:
+            status = self.process.wait()
+            return {"name": name, "error": f"its worker exited with status {status}"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def _run_parallel(order: list[str], jobs: int, progress: bool, target) -> None:
+    """Train ``order`` (bases before dependents) in ``jobs`` worker processes.
+
+    Each free worker takes the ready model (its base and teacher done) with
+    the longest estimated chain of training still to come after it (list
+    scheduling by critical path). The first failure stops everything.
+    """
+    _prepare(order)
+    pending = set(order)
+    needs = {name: _requires(name) & pending for name in order}
+    rank: dict[str, float] = {}
+    for name in reversed(order):  # dependents come later in the order
+        after = [rank[m] for m in order if name in needs[m]]
+        rank[name] = _estimate(name) + max(after, default=0.0)
+    done: set[str] = set()
+    jobs = min(jobs, len(order))
+    idle = [_Worker(target, jobs) for _ in range(jobs)]
+    workers = list(idle)
+    bar = tqdm(total=len(order), desc="zoo", unit="model", disable=not progress)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
+            running: dict[concurrent.futures.Future, tuple[str, _Worker]] = {}
+            while pending or running:
+                ready = [n for n in pending if needs[n] <= done]
+                while idle and ready:
+                    name = max(ready, key=lambda n: (rank[n], -order.index(n)))
+                    ready.remove(name)
+                    pending.remove(name)
+                    worker = idle.pop()
+                    running[pool.submit(worker.train, name)] = (name, worker)
+                bar.set_postfix_str(", ".join(sorted(n for n, _ in running.values())))
+                finished, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in finished:
+                    name, worker = running.pop(future)
+                    reply = future.result()
+                    if "error" in reply:
+                        for _, other in running.values():
+                            other.close()
+                        raise RuntimeError(f"training {name} failed: {reply['error']}")
+                    done.add(name)
+                    idle.append(worker)
+                    bar.update()
+    finally:
+        bar.close()
+        for worker in workers:
+            worker.close()
+
+
+def _serve() -> None:
+    """The loop of a :class:`_Worker`: one JSON task per line in, one reply out.
+
+    A task ``{"name": ..., "target": null}`` makes the model available in
+    the cache (:func:`pretrained`); with a folder as ``target`` it re-makes
+    the shipped weights there (:func:`retrain_shipped`). The reply is
+    ``{"name": ...}`` or ``{"name": ..., "error": "..."}``. Anything else
+    printed while training goes to stderr.
+    """
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        task = json.loads(line)
+        name = task["name"]
+        try:
+            if task["target"] is None:
+                pretrained(name, progress=False)
+            else:
+                _retrain_one(name, False, Path(task["target"]))
+            reply = {"name": name}
+        except Exception as exc:  # reported to the parent, which stops
+            reply = {"name": name, "error": f"{type(exc).__name__}: {exc}"}
+        replies.write(json.dumps(reply) + "\n")

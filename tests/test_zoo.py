@@ -249,7 +249,58 @@ def test_retraining_the_shipped_weights_needs_pinned_numerics(monkeypatch, tmp_p
     monkeypatch.setenv(zoo.SEED_VARIABLE, "1")
     with pytest.raises(RuntimeError, match="MLCOMP_ZOO_SEED"):
         zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
+    monkeypatch.delenv(zoo.SEED_VARIABLE)
+    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")
+    with pytest.raises(
+        RuntimeError, match="registered threads; unset MLCOMP_ZOO_THREADS"
+    ):
+        zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_another_thread_count_is_another_recipe(monkeypatch):
+    shipped = zoo.recipe_for("lenet5-fashion-sparse94")
+    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")
+    one = zoo.recipe_for("lenet5-fashion-sparse94")
+    assert one.threads == 1 and one.digest() != shipped.digest()
+    monkeypatch.setenv(zoo.THREADS_VARIABLE, "2")  # the registered count: shipped
+    assert zoo.recipe_for("lenet5-fashion-sparse94").digest() == shipped.digest()
+    monkeypatch.setenv(zoo.THREADS_VARIABLE, "two")
+    with pytest.raises(ValueError, match=r"MLCOMP_ZOO_THREADS must be an integer"):
+        zoo.recipe_for("lenet5-fashion")
+
+
+def test_ensure_trains_what_is_missing_and_what_it_needs(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLCOMP_CACHE", str(tmp_path))
+    assert zoo.ensure(progress=False) == []  # all shipped
+    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")  # nothing shipped applies now
+    started = []
+    monkeypatch.setattr(zoo, "_run_parallel", lambda order, *_: started.append(order))
+    chain = [
+        "lenet300-fashion",
+        "lenet300-fashion-sparse90",
+        "lenet300-fashion-sparse93",
+    ]
+    assert zoo.ensure(["lenet300-fashion-sparse93"], jobs=2, progress=False) == chain
+    assert started == [chain]
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        zoo.ensure(jobs=0)
+    with pytest.raises(KeyError, match="unknown zoo model"):
+        zoo.ensure(["alexnet"])
+
+
+def test_a_worker_reports_a_failed_model_in_one_line():
+    worker = zoo._Worker(None)
+    try:
+        reply = worker.train("alexnet")
+        assert (
+            reply["name"] == "alexnet"
+            and "unknown zoo model 'alexnet'" in reply["error"]
+        )
+        assert "\n" not in reply["error"]
+    finally:
+        worker.close()
+    assert "exited with status" in worker.train("lenet300-fashion")["error"]
 
 
 def test_retraining_reproduces_the_shipped_weights_bit_for_bit(tmp_path):
@@ -260,8 +311,9 @@ def test_retraining_reproduces_the_shipped_weights_bit_for_bit(tmp_path):
     if made_by != torch.__version__.split("+")[0]:
         pytest.skip(f"the shipped weights were made by torch {made_by}")
     assert report["pinned"], f"run under the pinned numerics (make unit): {report}"
+    # two worker processes (jobs=2): the weights must not depend on it
     records = zoo.retrain_shipped(REPRODUCED, folder=tmp_path, include_dependents=False,
-                                  progress=False)  # fmt: skip
+                                  progress=False, jobs=2)  # fmt: skip
     assert [r["name"] for r in records] == REPRODUCED
     for name in REPRODUCED:
         mine = (tmp_path / f"{name}.safetensors").read_bytes()
