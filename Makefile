@@ -3,9 +3,8 @@
 #   make test         set up, then lint, unit tests, nbval (strict), the strict book
 #                     build and the browser test of every page, printing each stage's time
 #   make notebooks    re-execute every notebook in place (refresh stored outputs)
-#   make claims       train the zoo from SEED (default 1) into a temporary cache (two
-#                     models at a time, one thread each) and run the notebooks that
-#                     use it, checking asserts only (nbval-lax)
+#   make claims       train the zoo from SEED (default 1) into a temporary cache and run
+#                     the notebooks that use it, checking asserts only (nbval-lax)
 #   make zoo-retrain  re-make the shipped zoo weights (NAMES=... for some of them)
 #   make lint         ruff
 
@@ -131,8 +130,8 @@ claims: setup
 	data=$${MLCOMP_CACHE:-$$HOME/.cache/mlcomp}; \
 	for d in data speech; do mkdir -p "$$data/$$d" && ln -s "$$data/$$d" "$$tmp/$$d"; done; \
 	echo "make claims: training the zoo from seed $(SEED) into $$tmp"; \
-	export MLCOMP_ZOO_SEED=$(SEED) MLCOMP_ZOO_THREADS=1 MLCOMP_CACHE="$$tmp"; \
-	$(VENV)/bin/mlcomp zoo --jobs 2; \
+	export MLCOMP_ZOO_SEED=$(SEED) MLCOMP_CACHE="$$tmp"; \
+	$(VENV)/bin/mlcomp zoo --quiet; \
 	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider $(ZOO_NOTEBOOKS); \
 	echo "make claims: every asserted claim holds for the zoo of seed $(SEED)"
 

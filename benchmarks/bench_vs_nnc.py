@@ -10,6 +10,12 @@ evaluated on the 10,000 Fashion-MNIST test images. Methods:
   entropy-constrained quantization at ``λ = ln 2 / 6``, coded by rANS or
   Huffman, biases in float16;
 * ``mlc step, λ=0`` — the same with plain rounding;
+* ``mlc step, Fisher`` — one step per weight tensor
+  (:class:`mlcomp.pipeline.StepAllocator`): the Fisher information of the
+  model's predictions on 1,024 training images (no labels) weighs each
+  weight's error, and a price of error sets every tensor's step at equal
+  slopes of rate and weighted error; swept over as many prices as the
+  others have ``qp``;
 * ``mlc codebook`` — the Deep Compression recipe (k-means codebooks of
   ``--bits`` 2–8, coded indices), what ``mlcomp compress`` did before;
 * ``NNCodec`` and ``NNCodec, no DQ`` — NNCodec (PyPI ``nncodec``, Fraunhofer
@@ -66,6 +72,7 @@ MODELS = (
 )
 QPS = range(-34, -9)  # both sides, one qp apart: steps of 1/128 to 1/4
 TOLERANCES = (0.5, 0.1)  # accuracy points below float32
+FISHER_IMAGES = 1024  # training images (labels unused) for the Fisher information
 
 
 def _nncodec():
@@ -126,12 +133,18 @@ def sweep(name: str, workdir: str, nnc) -> pd.DataFrame:
                              for k, v in decoded.items()})  # fmt: skip
         return train.evaluate(net, test)
 
+    images = datasets.fashion_mnist("train").images[:FISHER_IMAGES]
+    allocator = pipeline.StepAllocator(state, pipeline.fisher_diagonal(net, images))
     jobs = [("mlc step", qp) for qp in QPS] + [("mlc step, λ=0", qp) for qp in QPS]
+    jobs += [("mlc step, Fisher", mu) for mu in allocator.prices(len(QPS))]
     jobs += [("mlc codebook", bits) for bits in range(2, 9)]
     if nnc is not None:
         jobs += [("NNCodec", qp) for qp in QPS] + [("NNCodec, no DQ", qp) for qp in QPS]
     for method, setting in tqdm(jobs, desc=name, unit="file", leave=False):
-        if method.startswith("mlc step"):
+        if method == "mlc step, Fisher":
+            allocator.save(path, setting)
+            decoded, size = load_compressed(path), None
+        elif method.startswith("mlc step"):
             lam = 0.0 if "λ=0" in method else quant.STEP_LAMBDA
             decoded, size = ours_step(state, setting, path, lam), None
         elif method == "mlc codebook":
@@ -164,11 +177,11 @@ def summary(tables: list[pd.DataFrame], peer: bool) -> pd.DataFrame:
             best = smallest_within(table, tol)
             for method, size in best.items():
                 row[f"{method} ≤{tol}"] = int(size)
-            if peer and "NNCodec" in best and "mlc step" in best:
-                row[f"ours/NNCodec ≤{tol}"] = round(
-                    best["mlc step"] / min(best["NNCodec"],
-                                           best.get("NNCodec, no DQ", np.inf)), 3
-                )  # fmt: skip
+            if peer and "NNCodec" in best:
+                theirs = min(best["NNCodec"], best.get("NNCodec, no DQ", np.inf))
+                for ours in ("mlc step", "mlc step, Fisher"):
+                    if ours in best:
+                        row[f"{ours} / NNCodec ≤{tol}"] = round(best[ours] / theirs, 3)
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 

@@ -28,6 +28,8 @@ imported on first use.
 * :mod:`mlcomp.lowrank` — SVD and Tucker-2 factorization
 * :mod:`mlcomp.distill` — knowledge distillation (soft targets, hints)
 * :mod:`mlcomp.pipeline` — Deep Compression end to end
+* :mod:`mlcomp.vision` — chapter 7's compressed LeNet-5 on any picture
+  (``mlcomp look``)
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
 * :mod:`mlcomp.numerics` — pinned numerics (the same digits on every x86-64 CPU)
 
@@ -72,6 +74,7 @@ __all__ = [
     "quant",
     "train",
     "utils",
+    "vision",
     "zoo",
     "__version__",
 ]

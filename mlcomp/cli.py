@@ -312,6 +312,41 @@ def _listen(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _look(args: argparse.Namespace) -> int:
+    from mlcomp import coding, datasets, models, vision
+
+    if args.model is not None:
+        path = _existing(args.model)
+        try:
+            if str(path).endswith(".mlc"):
+                state = coding.load_compressed(path)
+            else:
+                state = read_state_dict(path)
+            net = models.LeNet5()
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).strip().split("\n")[0]
+            raise CommandError(f"{path}: not a LeNet-5 state dict: {first}") from None
+        net.eval()
+    else:
+        net = vision.default_model()
+    failed = 0
+    for path in args.files:
+        try:
+            p = vision.probabilities(net, vision.prepare(vision.load_image(path)))
+        except ValueError as err:  # ImageError names the file; prepare does not
+            message = (
+                str(err) if isinstance(err, vision.ImageError) else f"{path}: {err}"
+            )
+            print(f"mlcomp look: error: {message}", file=sys.stderr)
+            failed += 1
+            continue
+        order = p.argsort()[::-1][: args.top]
+        classes = datasets.FASHION_MNIST_CLASSES
+        print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in order))
+    return 1 if failed else 0
+
+
 def _text(args: argparse.Namespace) -> int:
     from mlcomp import lm, textcode
 
@@ -540,6 +575,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, choices=range(1, 13), default=1, metavar="K",
                    help="show the K most likely labels (default 1)")  # fmt: skip
     p.set_defaults(run=_listen)
+
+    p = commands.add_parser(
+        "look", help="the kind of clothing each picture shows, and its probability"
+    )
+    p.add_argument("files", nargs="+", metavar="IMAGE",
+                   help="PNG, JPEG, GIF, BMP, TIFF or WebP, any size or colour; one "
+                   "object, centred (it is cropped and scaled to 28 x 28)")  # fmt: skip
+    p.add_argument("--model", metavar="PATH",
+                   help="a LeNet-5 (.mlc or .safetensors/.pt state dict); default: "
+                   "the compressed LeNet-5 of chapter 7 (P+Q+H)")  # fmt: skip
+    p.add_argument("--top", type=int, choices=range(1, 11), default=1, metavar="K",
+                   help="show the K most likely classes (default 1)")  # fmt: skip
+    p.set_defaults(run=_look)
 
     p = commands.add_parser(
         "text", help="code any file with a language model (chapter 9): .mlt"

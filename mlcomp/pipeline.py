@@ -18,7 +18,10 @@ The recipe composes the rest of the package:
 without data (per-tensor magnitude pruning and plain k-means, no
 fine-tuning): the ``mlcomp compress`` command. With a ``step`` it stores the
 weights the way of the MPEG NNC standard instead (:func:`step_spec`): one
-uniform step, entropy-coded levels, no codebooks.
+uniform step, entropy-coded levels, no codebooks. :class:`StepAllocator`
+gives each layer its own step, by how much the layer's weights matter to the
+model's predictions (the diagonal of the Fisher information,
+:func:`fisher_diagonal`, from a few unlabelled inputs).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from mlcomp import prune, quant, train, utils
 from mlcomp.coding import TensorSpec, inspect, save_compressed
@@ -43,6 +48,8 @@ __all__ = [
     "file_report",
     "prune_state_dict",
     "compress_state_dict",
+    "fisher_diagonal",
+    "StepAllocator",
 ]
 
 STAGES = ("P", "P+Q", "P+Q+H")
@@ -312,3 +319,198 @@ def compress_state_dict(
         )  # fmt: skip
     save_compressed(pruned, path, spec, progress=progress, reference=state_dict)
     return inspect(path)
+
+
+def fisher_diagonal(
+    model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """The diagonal of the Fisher information of ``model`` at ``inputs``, per parameter.
+
+    ``F_i = E_x E_{y ~ p(y|x)} [(∂ log p(y|x) / ∂θ_i)**2]``: the expected
+    squared gradient of the log-likelihood of a label drawn from the model's
+    own prediction, averaged over the inputs (no labels needed). To second
+    order, a small change ``δ`` of the weights raises the expected KL
+    divergence from the model's predictions by ``(1/2) Σ F_i δ_i**2``,
+    which is why it weighs quantization errors (Choi et al. 2017 use the
+    Hessian the same way). Gradients are taken per example
+    (``torch.func.vmap``), the model in eval mode, the labels sampled with
+    ``seed``. Returns a dict of tensors shaped like the parameters.
+
+    >>> from mlcomp.models import LeNet300100
+    >>> F = fisher_diagonal(LeNet300100(), torch.randn(8, 1, 28, 28))
+    >>> F["fc1.weight"].shape, bool(F["fc3.bias"].min() >= 0)
+    (torch.Size([300, 784]), True)
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2 or len(inputs) == 0:
+        raise ValueError("inputs must be a non-empty batch tensor (N, ...)")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    was_training = model.training
+    model.eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def log_likelihood(p, x, y):
+        logits = torch.func.functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return -nn.functional.cross_entropy(logits, y.unsqueeze(0))
+
+    per_example = torch.func.vmap(torch.func.grad(log_likelihood), in_dims=(None, 0, 0))
+    generator = torch.Generator().manual_seed(seed)
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    try:
+        for start in range(0, len(inputs), batch_size):
+            x = inputs[start : start + batch_size]
+            with torch.no_grad():
+                probs = torch.softmax(model(x), dim=-1)
+            y = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            grads = per_example(params, x, y)
+            for k in total:
+                total[k] += grads[k].pow(2).sum(0)
+    finally:
+        model.train(was_training)
+    return {k: v / len(inputs) for k, v in total.items()}
+
+
+class StepAllocator:
+    """One uniform step per weight tensor, by equal slopes of rate and weighted error.
+
+    For each weight tensor (two or more dimensions) and each ``qp`` of
+    ``qps`` (steps :func:`mlcomp.quant.qp_step`), the levels are chosen by
+    entropy-constrained quantization with each weight's error weighted by
+    its Fisher information (``fisher``, e.g. :func:`fisher_diagonal`,
+    normalized to mean 1 within the tensor), and the pair (bits of the
+    levels, Fisher-weighted squared error) is recorded
+    (:func:`mlcomp.quant.ecsq.rd_curve`; :attr:`curves`). Since the summed
+    weighted error approximates twice the model's loss of fidelity (the
+    expected KL divergence of its predictions), the best steps for a given
+    total are those at which every tensor's curve has the same slope
+    (:func:`mlcomp.quant.ecsq.allocate`): :meth:`steps` picks them for a
+    price ``mu`` of error in bits, so a sensitive layer gets a finer step
+    than one that matters little. :meth:`state_dict` returns the weights on
+    their grids and :meth:`save` writes the ``.mlc`` file (step values,
+    levels exactly those chosen here, biases float16).
+
+    Without ``fisher`` every weight counts the same, and the allocation
+    minimizes the plain squared error of the weights.
+
+    >>> state = {"a.weight": torch.randn(64, 64), "b.weight": torch.randn(8, 64)}
+    >>> fisher = {"a.weight": torch.ones(64, 64),
+    ...           "b.weight": torch.full((8, 64), 100.0)}
+    >>> steps = StepAllocator(state, fisher, qps=range(-24, -4)).steps(mu=1.0)
+    >>> steps["b.weight"] < steps["a.weight"]  # the sensitive layer is finer
+    True
+    """
+
+    def __init__(
+        self,
+        state_dict: Mapping[str, torch.Tensor],
+        fisher: Mapping[str, torch.Tensor] | None = None,
+        *,
+        qps=range(-40, -3),
+        rd_lambda: float = quant.STEP_LAMBDA,
+        progress: bool = False,
+    ):
+        self.state = dict(state_dict)
+        self.qps = [int(qp) for qp in qps]
+        if not self.qps:
+            raise ValueError("qps must name at least one quality parameter")
+        self.rd_lambda = rd_lambda
+        # per tensor: the Fisher information scaled to mean 1 (how the errors
+        # of its weights compare, for the levels) and that mean (for the steps)
+        self.weights, scale = {}, {}
+        for k, v in self.state.items():
+            if _is_weight(v):
+                self.weights[k], scale[k] = _importance(k, v, fisher)
+        steps = np.array([quant.qp_step(qp) for qp in self.qps])
+        rows, self._curves = [], {}
+        for name in tqdm(self.weights, desc="rate-distortion", disable=not progress):
+            x = self.state[name].detach().double().numpy().ravel()
+            # a step too fine for the largest weight is never chosen
+            usable = steps > float(np.abs(x).max(initial=0.0)) / quant.ecsq.MAX_LEVEL
+            bits, dist = np.full(len(steps), np.inf), np.full(len(steps), np.inf)
+            bits[usable], dist[usable] = quant.ecsq.rd_curve(
+                x, steps[usable], rd_lambda, self.weights[name]
+            )
+            dist *= scale[name]
+            self._curves[name] = (bits, dist)
+            rows += [
+                {"tensor": name, "qp": qp, "bits": b, "distortion": d}
+                for qp, b, d in zip(self.qps, bits, dist, strict=True)
+            ]
+        self.curves = pd.DataFrame(rows)
+
+    def prices(self, n: int = 25) -> np.ndarray:
+        """``n`` prices ``mu`` from coarse to fine, log-spaced over the curves' slopes.
+
+        A tensor moves from one ``qp`` to the next finer one at the price
+        ``Δbits / -Δdistortion`` between them; the grid spans the 2nd to the
+        98th percentile of those prices over all tensors, so that a sweep
+        over it runs from nearly the coarsest to nearly the finest steps.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        slopes = []
+        for bits, dist in self._curves.values():
+            ok = np.isfinite(bits) & np.isfinite(dist)
+            d_bits, d_dist = np.diff(bits[ok]), np.diff(dist[ok])
+            good = d_bits * d_dist < 0  # a finer step: more bits, less error
+            slopes.append(-d_bits[good] / d_dist[good])
+        slopes = np.concatenate(slopes)
+        if slopes.size == 0:
+            return np.ones(n)
+        low, high = np.percentile(slopes, [2, 98])
+        return np.geomspace(low, high, n)
+
+    def qp(self, mu: float) -> dict[str, int]:
+        """The ``qp`` of each weight tensor at the price ``mu``."""
+        picks = quant.ecsq.allocate(list(self._curves.values()), mu)
+        return {name: self.qps[i] for name, i in zip(self._curves, picks, strict=True)}
+
+    def steps(self, mu: float) -> dict[str, float]:
+        """The step of each weight tensor at the price ``mu`` (see the class)."""
+        return {name: quant.qp_step(qp) for name, qp in self.qp(mu).items()}
+
+    def state_dict(self, mu: float) -> dict[str, torch.Tensor]:
+        """The state dict with every weight tensor on its grid at the price ``mu``."""
+        out = dict(self.state)
+        for name, step in self.steps(mu).items():
+            tensor = self.state[name]
+            x = tensor.detach().double().numpy()
+            q = quant.step_levels(x, step, self.rd_lambda, weights=self.weights[name])
+            out[name] = torch.from_numpy(q * step).reshape(tensor.shape)
+            out[name] = out[name].to(tensor.dtype)
+        return out
+
+    def save(
+        self, path: str | os.PathLike, mu: float, *, coder: str = "auto",
+        progress: bool = False,
+    ) -> pd.DataFrame:  # fmt: skip
+        """Write :meth:`state_dict` at ``mu`` as an ``.mlc`` file; its inspect table."""
+        spec = step_spec(self.steps(mu), rd_lambda=0.0, coder=coder)
+        save_compressed(self.state_dict(mu), path, spec=spec, progress=progress)
+        return inspect(path)
+
+
+def _importance(name: str, tensor: torch.Tensor, fisher) -> tuple:
+    """A weight tensor's Fisher information scaled to mean 1, and its mean.
+
+    (None, 1.0) without Fisher information: every weight counts the same."""
+    if fisher is None:
+        return None, 1.0
+    if name not in fisher:
+        raise KeyError(f"no Fisher information for weight {name!r}")
+    f = torch.as_tensor(fisher[name]).detach().double()
+    if f.shape != tensor.shape:
+        raise ValueError(
+            f"Fisher information of {name!r} has shape {tuple(f.shape)}, "
+            f"the weight {tuple(tensor.shape)}"
+        )
+    f = f.numpy().ravel()
+    mean = float(f.mean()) if f.size else 0.0
+    if not (np.isfinite(f).all() and f.min(initial=0.0) >= 0):
+        raise ValueError(f"Fisher information of {name!r} must be finite and >= 0")
+    return (f / mean, mean) if mean > 0 else (np.ones_like(f), 0.0)

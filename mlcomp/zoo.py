@@ -62,7 +62,6 @@ __all__ = [
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("weights")
 SEED_VARIABLE = "MLCOMP_ZOO_SEED"
-THREADS_VARIABLE = "MLCOMP_ZOO_THREADS"
 
 
 @dataclass(frozen=True)
@@ -244,10 +243,6 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
     is how ``make claims`` checks that the book's claims are not the luck of
     one training run. Adding (not replacing) keeps apart the recipes that
     differ only in their seed, e.g. the three seeds of one student.
-    ``$MLCOMP_ZOO_THREADS`` replaces the recipes' thread count (two): the
-    weights then depend on it, so the shipped ones do not apply and the
-    models are trained into the cache (``make claims`` trains two models at
-    a time, one thread each, see :func:`ensure`).
 
     >>> recipe_for("lenet5-fashion").seed
     0
@@ -268,22 +263,7 @@ def recipe_for(name: str) -> Recipe | PruneRecipe:
                 steps=recipe.claims_steps,
                 max_val_bpc=recipe.claims_max_val_bpc or recipe.max_val_bpc,
             )
-    threads = _threads_override()
-    if threads is not None:
-        recipe = dataclasses.replace(recipe, threads=threads)
     return recipe
-
-
-def _threads_override() -> int | None:
-    """``$MLCOMP_ZOO_THREADS`` as an int (None when unset)."""
-    value = os.environ.get(THREADS_VARIABLE, "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= 1024:
-        raise ValueError(
-            f"{THREADS_VARIABLE} must be an integer in [1, 1024], got {value!r}"
-        )
-    return int(value)
 
 
 def _sha256(path: Path) -> str:
@@ -574,11 +554,10 @@ def retrain_shipped(
         raise KeyError(f"unknown zoo model(s) {unknown}; choose from {sorted(RECIPES)}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    for variable, what in ((SEED_VARIABLE, "seeds"), (THREADS_VARIABLE, "threads")):
-        if os.environ.get(variable, "").strip():
-            raise RuntimeError(
-                f"the shipped weights use the registered {what}; unset {variable}"
-            )
+    if os.environ.get(SEED_VARIABLE, "").strip():
+        raise RuntimeError(
+            f"the shipped weights use the registered seeds; unset {SEED_VARIABLE}"
+        )
     report = numerics.report()
     if not report["pinned"]:
         raise RuntimeError(
@@ -626,12 +605,11 @@ def ensure(
     With ``jobs > 1`` they are trained in that many worker processes at
     once, the longest remaining chain of training first (times estimated
     from the shipped records). Each process trains with its recipe's
-    threads, so ``jobs`` times that should not exceed the cores. The
-    weights do not depend on ``jobs``: on a machine with many cores,
+    threads (two), so ``jobs`` should be at most half the cores. The
+    weights do not depend on ``jobs``: on a machine with eight cores,
     ``jobs=4`` makes the same bytes as ``jobs=1``, four models at a time.
-    ``make claims`` runs ``MLCOMP_ZOO_THREADS=1`` with two jobs on two
-    cores; that is faster than one job of two threads because small models
-    use a second thread poorly (measured in the README). Returns the names
+    On two cores it does not pay: two trainings that share the cores and
+    the memory bandwidth each run far slower than alone. Returns the names
     trained, in the order they were started.
 
     >>> ensure(["lenet300-fashion"], progress=False)  # shipped: nothing to train
@@ -690,10 +668,7 @@ class _Worker:
 
     def __init__(self, target: Path | None, jobs: int = 1):
         env = dict(os.environ)
-        threads = _threads_override()
-        if threads is not None:
-            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        if jobs * (threads or numerics.THREADS) > (os.cpu_count() or 1):
+        if jobs * numerics.THREADS > (os.cpu_count() or 1):
             # more threads than cores: OpenMP threads that spin while they
             # wait take the cores from the other workers (3x slower, measured)
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -11,6 +11,7 @@ from scipy import stats
 from mlcomp.coding import (
     Categorical,
     CorruptFileError,
+    _format,
     arithmetic,
     cross_entropy,
     entropy,
@@ -272,17 +273,62 @@ def test_arithmetic_coder_is_within_a_hundredth_of_a_percent_of_ideal():
     assert all(dec.decode(cdf) == s for s in message[:5000])
 
 
-def test_arithmetic_class_and_compiled_coder_write_the_same_bits():
-    message = laplacian_symbols(20_000, seed=4)
+def reference_range_words(idx, cdf) -> list[int]:
+    """The range coder of arithmetic.encode in Python integers: low never wraps,
+    so no carry is ever propagated; the words are the digits of the end value."""
+    total, low, rng, shifts = int(cdf[-1]), 0, 2**64 - 1, 0
+    for s in idx:
+        r = rng // total
+        low += r * int(cdf[s])
+        rng = r * int(cdf[s + 1] - cdf[s])
+        while rng < 2**32:
+            low, rng, shifts = low << 32, rng << 32, shifts + 1
+    value = -(-low // 2**32)  # the end rounded up to a whole word, in words
+    return [(value >> (32 * (shifts - k))) & 0xFFFFFFFF for k in range(shifts + 1)]
+
+
+@pytest.mark.parametrize("last_probability", [0.5, 0.999])
+def test_range_coder_writes_the_words_of_exact_arithmetic(last_probability):
+    # a likely *last* symbol adds almost the whole range to low at every
+    # step, so the 64-bit low overflows often: the carries must come out right
+    rng = np.random.default_rng(11)
+    probs = np.append(
+        rng.dirichlet(np.ones(6)) * (1 - last_probability), last_probability
+    )
+    message = rng.choice(7, size=30_000, p=probs)
     model = Categorical.from_symbols(message)
-    data = arithmetic.encode(message, model, precision=16)
     alphabet = np.flatnonzero(model.probs > 0)
     cdf = np.concatenate([[0], np.cumsum(model.frequencies(16)[alphabet])])
-    enc = arithmetic.ArithmeticEncoder()
-    for s in np.searchsorted(alphabet, message):
-        enc.encode(int(s), cdf)
-    payload = enc.finish()
-    assert data[-4 - len(payload) : -4] == payload
+    idx = np.searchsorted(alphabet, message)
+    words = arithmetic._range_encode(idx, cdf.astype(np.uint64))
+    assert words.tolist() == reference_range_words(idx, cdf)
+    data = arithmetic.encode(message, model, precision=16)
+    assert np.array_equal(arithmetic.decode(data), message)
+    ideal = -np.log2(np.diff(cdf)[idx] / cdf[-1]).sum()
+    payload_bits = 8 * len(data) - 8 * len(arithmetic.encode(message[:0]))
+    assert payload_bits < ideal * 1.0001 + 32 + 8 * 60  # + one word + the table
+
+
+# A version 1 stream (the bit-by-bit coder of the classes), as written before
+# the range coder: still read.
+V1_MESSAGE = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4] * 5
+V1_STREAM = bytes.fromhex(
+    "4d4c4341011e6409100101010101010101019a339a33b3669a33e64ccd19cd199933e64c273548998a7c000ff2747ab5a9ae3c049550e988abe8abd27347c6339d3f3787b111d7618971ce405474859e"
+)
+
+
+def test_version_1_streams_are_still_read():
+    assert V1_STREAM[4] == 1 and arithmetic.encode(V1_MESSAGE)[4] == 2
+    assert arithmetic.decode(V1_STREAM).tolist() == V1_MESSAGE
+
+
+def test_range_decoder_refuses_a_payload_cut_short():
+    message = laplacian_symbols(5000, seed=12)
+    data = arithmetic.encode(message)
+    header, payload = _format.unpack(data, b"MLCA", 2)
+    short = _format.pack(b"MLCA", 2, header, payload[:-12])  # three words fewer
+    with pytest.raises(CorruptFileError, match="truncated or corrupted"):
+        arithmetic.decode(short)
 
 
 def test_arithmetic_decoder_adapts_with_the_encoder():

@@ -189,3 +189,70 @@ def test_a_relative_index_stream_does_not_change_the_values_bits(tmp_path):
     with open(path, "rb") as f:
         entries, _ = _read_header(f, path, path.stat().st_size)
     assert entries[0]["spec"]["bits"] == 8 and entries[0]["spec"]["index_bits"] == 5
+
+
+def test_weighted_levels():
+    rng = np.random.default_rng(5)
+    x = rng.laplace(0, 1, 20_000)
+    ones = ecsq.step_levels(x, 0.4, 0.3, weights=np.ones_like(x))
+    assert np.array_equal(ones, ecsq.step_levels(x, 0.4, 0.3))
+    # values that matter little move to cheaper levels: fewer bits, more error
+    w = np.where(np.arange(x.size) % 2 == 0, 0.05, 1.95)
+    q = ecsq.step_levels(x, 0.4, 0.3, weights=w)
+    assert ecsq.order0_bits(q) < ecsq.order0_bits(ones)
+    err = (x - q * 0.4) ** 2
+    light, heavy = err[w < 1].mean(), err[w > 1].mean()
+    assert light > 2 * heavy and np.abs(x - q * 0.4).max() < 0.4
+    # a value on the grid keeps its level, whatever the rate weight
+    on_grid = np.array([0.0, 0.0, 0.8, 1.2, 1.2, 1.2, 1.2, 1.2])
+    assert ecsq.step_levels(on_grid, 0.4, 50.0, weights=np.zeros(8)).tolist() == [
+        0, 0, 2, 3, 3, 3, 3, 3]  # fmt: skip
+    with pytest.raises(ValueError, match="one entry per value"):
+        ecsq.step_levels(x, 0.4, 0.3, weights=np.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        ecsq.step_levels(x, 0.4, 0.3, weights=-np.ones_like(x))
+
+
+def test_order0_bits_is_the_code_length_of_level_cost():
+    q = np.random.default_rng(6).integers(-5, 6, 1000)
+    assert ecsq.order0_bits(q) == pytest.approx(1000 * entropy_bits(q))
+    assert ecsq.level_cost(q * 1.0, q, 1.0, 2.0) == pytest.approx(
+        2 * ecsq.order0_bits(q)
+    )
+    assert ecsq.order0_bits(np.array([], dtype=np.int64)) == 0.0
+
+
+def test_allocation_lies_on_the_lower_hull():
+    # Everett: a Lagrangian minimizer has the fewest bits of all allocations
+    # with at most its distortion. Checked against every combination.
+    import itertools
+
+    rng = np.random.default_rng(7)
+    curves = []
+    for _ in range(4):
+        bits = np.sort(rng.uniform(0, 100, 6))
+        dist = np.sort(rng.uniform(0, 10, 6))[::-1]
+        curves.append((bits, dist))
+    combos = list(itertools.product(range(6), repeat=4))
+    total = np.array([[sum(c[0][i] for c, i in zip(curves, pick, strict=True)),
+                       sum(c[1][i] for c, i in zip(curves, pick, strict=True))]
+                      for pick in combos])  # fmt: skip
+    for mu in [0.0, 0.3, 1.0, 3.0, 10.0, 100.0]:
+        pick = ecsq.allocate(curves, mu)
+        bits = sum(c[0][i] for c, i in zip(curves, pick, strict=True))
+        dist = sum(c[1][i] for c, i in zip(curves, pick, strict=True))
+        assert not np.any((total[:, 1] <= dist) & (total[:, 0] < bits - 1e-9))
+    with pytest.raises(ValueError, match="mu must be"):
+        ecsq.allocate(curves, -1.0)
+
+
+def test_rd_curve():
+    x = np.random.default_rng(8).normal(0, 1, 5000)
+    steps = [ecsq.qp_step(qp) for qp in range(-12, 0)]
+    bits, dist = ecsq.rd_curve(x, steps)
+    assert np.all(np.diff(bits) < 0) and np.all(
+        np.diff(dist) > 0
+    )  # coarser: fewer bits
+    q = ecsq.step_levels(x, steps[3], ecsq.STEP_LAMBDA)
+    assert bits[3] == ecsq.order0_bits(q)
+    assert dist[3] == pytest.approx(((x - q * steps[3]) ** 2).sum())

@@ -1,6 +1,7 @@
 import copy
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -148,3 +149,74 @@ def test_max_error_bounds_the_error_against_the_input_pruning_included(tmp_path)
 
     for error in table["max error"]:
         assert Fraction(upper_bound(error)) >= Fraction(error)
+
+
+def test_fisher_diagonal_of_softmax_regression_matches_the_formula():
+    # logits z = W x: E_y[(d log p_y / d W_kj)^2] = E_x[p_k (1 - p_k) x_j^2]
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 4, bias=False)
+    x = torch.randn(5, 3).repeat(4000, 1)  # many label draws per input
+    F = pipeline.fisher_diagonal(net, x, batch_size=2000)["weight"]
+    p = torch.softmax(net(x[:5]), -1).detach()
+    exact = ((p * (1 - p)).T @ x[:5] ** 2) / 5
+    assert torch.allclose(F, exact, rtol=0.05)
+
+
+def test_fisher_diagonal_matches_a_loop_of_backward_passes():
+    torch.manual_seed(1)
+    net = LeNet5()
+    x = torch.randn(6, 1, 28, 28)
+    F = pipeline.fisher_diagonal(net, x, batch_size=4, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    total = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
+    for start in (0, 4):  # the same batches, so the same label draws
+        batch = x[start : start + 4]
+        with torch.no_grad():
+            probs = torch.softmax(net(batch), -1)
+        labels = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        for xi, yi in zip(batch, labels, strict=True):
+            net.zero_grad()
+            torch.log_softmax(net(xi[None]), -1)[0, yi].backward()
+            for k, v in net.named_parameters():
+                total[k] += v.grad**2
+    for k, v in total.items():
+        assert torch.allclose(F[k], v / 6, rtol=1e-4, atol=1e-10), k
+    with pytest.raises(ValueError, match="non-empty batch"):
+        pipeline.fisher_diagonal(net, torch.zeros(0, 1, 28, 28))
+
+
+def test_step_allocator(tmp_path):
+    torch.manual_seed(2)
+    state = {"a.weight": torch.randn(32, 64), "a.bias": torch.randn(32),
+             "b.weight": torch.randn(16, 32) * 0.1}  # fmt: skip
+    fisher = {"a.weight": torch.rand(32, 64), "b.weight": torch.rand(16, 32) * 50}
+    alloc = pipeline.StepAllocator(state, fisher, qps=range(-30, -2))
+    assert set(alloc.curves["tensor"]) == {"a.weight", "b.weight"}
+    totals = []
+    for mu in [1e-2, 1e-1, 1.0, 10.0, 100.0]:
+        qp = alloc.qp(mu)
+        rows = alloc.curves.set_index(["tensor", "qp"]).loc[list(qp.items())]
+        totals.append((rows["bits"].sum(), rows["distortion"].sum()))
+    bits, dist = np.array(totals).T
+    assert (
+        np.all(np.diff(bits) >= 0) and np.all(np.diff(dist) <= 0) and bits[-1] > bits[0]
+    )
+    prices = alloc.prices(9)
+    assert len(prices) == 9 and np.all(np.diff(prices) > 0)
+    coarse, fine = alloc.qp(prices[0]), alloc.qp(prices[-1])
+    assert all(coarse[k] > fine[k] for k in coarse)  # a finer step for each
+    # the file holds exactly the levels chosen; biases in float16
+    table = alloc.save(tmp_path / "m.mlc", 1.0)
+    loaded, on_grid = load_compressed(tmp_path / "m.mlc"), alloc.state_dict(1.0)
+    for name, step in alloc.steps(1.0).items():
+        assert torch.equal(loaded[name], on_grid[name])
+        levels = on_grid[name].double() / step
+        assert torch.equal(levels, levels.round())
+        assert (on_grid[name] - state[name]).abs().max() < step
+    assert torch.equal(loaded["a.bias"], state["a.bias"].half().float())
+    assert table.loc["a.bias", "values"] == "float16"
+    assert table.loc["b.weight", "values"].startswith("step ")
+    with pytest.raises(KeyError, match="no Fisher information for weight 'b.weight'"):
+        pipeline.StepAllocator(state, {"a.weight": fisher["a.weight"]})
+    with pytest.raises(ValueError, match="has shape"):
+        pipeline.StepAllocator(state, {**fisher, "b.weight": torch.ones(3)})

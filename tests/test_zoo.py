@@ -249,31 +249,13 @@ def test_retraining_the_shipped_weights_needs_pinned_numerics(monkeypatch, tmp_p
     monkeypatch.setenv(zoo.SEED_VARIABLE, "1")
     with pytest.raises(RuntimeError, match="MLCOMP_ZOO_SEED"):
         zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
-    monkeypatch.delenv(zoo.SEED_VARIABLE)
-    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")
-    with pytest.raises(
-        RuntimeError, match="registered threads; unset MLCOMP_ZOO_THREADS"
-    ):
-        zoo.retrain_shipped(["lenet300-fashion"], folder=tmp_path)
     assert not any(tmp_path.iterdir())
-
-
-def test_another_thread_count_is_another_recipe(monkeypatch):
-    shipped = zoo.recipe_for("lenet5-fashion-sparse94")
-    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")
-    one = zoo.recipe_for("lenet5-fashion-sparse94")
-    assert one.threads == 1 and one.digest() != shipped.digest()
-    monkeypatch.setenv(zoo.THREADS_VARIABLE, "2")  # the registered count: shipped
-    assert zoo.recipe_for("lenet5-fashion-sparse94").digest() == shipped.digest()
-    monkeypatch.setenv(zoo.THREADS_VARIABLE, "two")
-    with pytest.raises(ValueError, match=r"MLCOMP_ZOO_THREADS must be an integer"):
-        zoo.recipe_for("lenet5-fashion")
 
 
 def test_ensure_trains_what_is_missing_and_what_it_needs(monkeypatch, tmp_path):
     monkeypatch.setenv("MLCOMP_CACHE", str(tmp_path))
     assert zoo.ensure(progress=False) == []  # all shipped
-    monkeypatch.setenv(zoo.THREADS_VARIABLE, "1")  # nothing shipped applies now
+    monkeypatch.setenv(zoo.SEED_VARIABLE, "7")  # nothing shipped applies now
     started = []
     monkeypatch.setattr(zoo, "_run_parallel", lambda order, *_: started.append(order))
     chain = [

@@ -22,8 +22,18 @@ distribution with the symbol), which is how a language model drives it:
 
 :func:`encode` and :func:`decode` code a whole message with one static model
 in the same self-describing stream format as :mod:`~mlcomp.coding.huffman` and
-:mod:`~mlcomp.coding.rans`; they run the same steps as the classes, compiled
-with numba (a test checks that both write identical bits).
+:mod:`~mlcomp.coding.rans`, compiled with numba. They do the same arithmetic
+on a wider interval, the way a practical coder does (a *range coder*,
+Martin 1979): ``low`` and ``range`` are 64-bit integers, a symbol narrows
+them with one division, ``r = range // total``, ``low += r · cdf[s]``,
+``range = r · f_s``, and whenever ``range`` falls below ``2**32`` the top
+32 bits of ``low`` are settled and written as one word. No E3 step is
+needed: an interval that straddles a word boundary is simply carried, the
+addition that overflows ``low`` adding one to the words already written.
+Each symbol costs its ``-log2(f_s / total)`` bits plus at most
+``total / 2**32`` of one (``range`` never falls below ``2**32``), and the
+stream ends with one more word, less its trailing zero bytes.
+Version 1 streams (the bit-by-bit coder of the classes) are still read.
 """
 
 from __future__ import annotations
@@ -60,7 +70,10 @@ _TOP = (1 << _BITS) - 1
 _HALF = 1 << (_BITS - 1)
 _QUARTER = 1 << (_BITS - 2)
 MAX_TOTAL = 1 << 24  # cdf totals up to 2**24 keep every interval non-empty
-_MAGIC, _VERSION = b"MLCA", 1
+_MAGIC, _VERSION = b"MLCA", 2  # 2: the range coder of the stream functions
+_WORD = np.uint64(32)
+_WORD_MASK = np.uint64(0xFFFFFFFF)
+_RANGE_BOTTOM = np.uint64(1 << 32)  # range is renormalized to stay above this
 
 
 def _check_cdf(cdf, symbol: int | None = None) -> tuple[int, int, int]:
@@ -214,57 +227,104 @@ class ArithmeticDecoder:
 
 
 @numba.njit(cache=True)
-def _encode_static(idx, cdf):  # pragma: no cover - compiled; mirrors the class
+def _range_encode(idx, cdf):  # pragma: no cover - compiled
+    """The 32-bit words of ``idx`` coded with ``cdf`` (uint64) by the range coder."""
     total = cdf[-1]
-    bits = np.zeros(64 * idx.size + 64, np.uint8)  # generous; trimmed below
-    nb = 0
-    low, high, pending = 0, _TOP, 0
+    out = np.zeros(idx.size // 8 + 16, np.uint64)  # one word per entry; grown
+    n = 0
+    low = np.uint64(0)
+    rng = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(idx.size):
         s = idx[i]
-        width = high - low + 1
-        high = low + width * cdf[s + 1] // total - 1
-        low = low + width * cdf[s] // total
-        while True:
-            if high < _HALF:
-                bit = 0
-            elif low >= _HALF:
-                bit = 1
-                low -= _HALF
-                high -= _HALF
-            elif low >= _QUARTER and high < _HALF + _QUARTER:
-                bit = -1
-                pending += 1
-                low -= _QUARTER
-                high -= _QUARTER
-            else:
-                break
-            if bit >= 0:
-                bits[nb] = bit
-                nb += 1
-                for _ in range(pending):
-                    bits[nb] = 1 - bit
-                    nb += 1
-                pending = 0
-            low = 2 * low
-            high = 2 * high + 1
-    pending += 1
-    bit = 0 if low < _QUARTER else 1
-    bits[nb] = bit
-    nb += 1
-    for _ in range(pending):
-        bits[nb] = 1 - bit
-        nb += 1
-    return bits[:nb]
+        r = rng // total
+        start = low + r * cdf[s]  # modulo 2**64: an overflow is a carry
+        if start < low:
+            j = n - 1
+            while out[j] == _WORD_MASK:
+                out[j] = 0
+                j -= 1
+            out[j] += 1
+        low = start
+        rng = r * (cdf[s + 1] - cdf[s])
+        while rng < _RANGE_BOTTOM:
+            if n == out.size:
+                bigger = np.zeros(2 * out.size, np.uint64)
+                bigger[:n] = out
+                out = bigger
+            out[n] = low >> _WORD
+            n += 1
+            low = low << _WORD
+            rng = rng << _WORD
+    # the end: the multiple of 2**32 at or above low lies in [low, low + range)
+    end = (low + _WORD_MASK) & ~_WORD_MASK
+    if end < low:  # the rounding up carried
+        j = n - 1
+        while out[j] == _WORD_MASK:
+            out[j] = 0
+            j -= 1
+        out[j] += 1
+    if n == out.size:
+        bigger = np.zeros(out.size + 1, np.uint64)
+        bigger[:n] = out
+        out = bigger
+    out[n] = end >> _WORD
+    return out[: n + 1]
 
 
 @numba.njit(cache=True)
-def _decode_static(bits, n, cdf):  # pragma: no cover - compiled; mirrors the class
+def _range_decode(words, n, cdf):  # pragma: no cover - compiled
+    """Decode ``n`` symbols from the 32-bit ``words`` (zeros past the end).
+
+    Returns the symbols and the number of words read, or -1 where the data
+    cannot have come from the encoder: a value outside every symbol, or
+    words read past the end."""
     total = cdf[-1]
+    out = np.empty(n, np.int64)
+    pos = 0
+    point = np.uint64(0)  # the value read minus low: always below range
+    for _ in range(2):
+        word = words[pos] if pos < words.size else np.uint64(0)
+        point = (point << _WORD) | word
+        pos += 1
+    rng = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(n):
+        r = rng // total
+        target = point // r
+        if target >= total:
+            return out, -1
+        lo, hi = 0, cdf.size - 1  # binary search: cdf[s] <= target < cdf[s + 1]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cdf[mid] <= target:
+                lo = mid
+            else:
+                hi = mid
+        s = lo
+        point -= r * cdf[s]
+        rng = r * (cdf[s + 1] - cdf[s])
+        while rng < _RANGE_BOTTOM:
+            word = words[pos] if pos < words.size else np.uint64(0)
+            point = (point << _WORD) | word
+            rng = rng << _WORD
+            pos += 1
+        out[i] = s
+    if pos > words.size + 1:  # the encoder wrote one word fewer than this reads
+        return out, -1
+    return out, pos
+
+
+@numba.njit(cache=True)
+def _decode_static(data, n, cdf):  # pragma: no cover - compiled; mirrors the class
+    """Decode ``n`` symbols of a version 1 stream: the bits of the classes, packed
+    in the bytes ``data`` (zeros past the end)."""
+    total = cdf[-1]
+    size = 8 * data.size
     out = np.empty(n, np.int64)
     pos = 0
     value = 0
     for _ in range(_BITS):
-        value = 2 * value + (bits[pos] if pos < bits.size else 0)
+        bit = (data[pos >> 3] >> (7 - (pos & 7))) & 1 if pos < size else 0
+        value = 2 * value + bit
         pos += 1
     low, high = 0, _TOP
     for i in range(n):
@@ -295,9 +355,10 @@ def _decode_static(bits, n, cdf):  # pragma: no cover - compiled; mirrors the cl
                 break
             low = 2 * low
             high = 2 * high + 1
-            value = 2 * value + (bits[pos] if pos < bits.size else 0)
+            bit = (data[pos >> 3] >> (7 - (pos & 7))) & 1 if pos < size else 0
+            value = 2 * value + bit
             pos += 1
-            if pos > bits.size + _BITS:
+            if pos > size + _BITS:
                 return out, -1
         out[i] = s
     return out, pos
@@ -305,7 +366,7 @@ def _decode_static(bits, n, cdf):  # pragma: no cover - compiled; mirrors the cl
 
 @numba.njit(cache=True)
 def _encode_rows(state, idx, cdfs):  # pragma: no cover - compiled; mirrors the class
-    bits = np.zeros(64 * idx.size + 64, np.uint8)
+    bits = np.zeros(4 * idx.size + 64, np.uint8)  # one byte per bit; grown if full
     nb = 0
     low, high, pending = state[0], state[1], state[2]
     for i in range(idx.size):
@@ -329,6 +390,10 @@ def _encode_rows(state, idx, cdfs):  # pragma: no cover - compiled; mirrors the 
             else:
                 break
             if bit >= 0:
+                if nb + pending + 1 > bits.size:
+                    bigger = np.zeros(2 * bits.size + pending + 1, np.uint8)
+                    bigger[: bits.size] = bits
+                    bits = bigger
                 bits[nb] = bit
                 nb += 1
                 for _ in range(pending):
@@ -491,8 +556,11 @@ def encode(
     if symbols.size == 0:
         return pack(_MAGIC, _VERSION, header, b"")
     freq = Categorical(weights).frequencies(precision)
-    cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
-    payload = np.packbits(_encode_static(idx.astype(np.int64), cdf)).tobytes()
+    cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.uint64)
+    words = _range_encode(idx.astype(np.int64), cdf)
+    # the last word's trailing zero bytes, but one, are left out (read as zeros)
+    payload = words.astype(">u4").tobytes()
+    payload = payload[:-4] + (payload[-4:].rstrip(b"\0") or b"\0")
     header += write_table(alphabet, freq)
     return pack(_MAGIC, _VERSION, header, payload)
 
@@ -507,7 +575,9 @@ def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     >>> decode(encode([7, 7, 3])).tolist()
     [7, 7, 3]
     """
-    header, payload = unpack(data, _MAGIC, _VERSION)
+    data = bytes(data)
+    version = data[len(_MAGIC)] if len(data) > len(_MAGIC) else _VERSION
+    header, payload = unpack(data, _MAGIC, version if version == 1 else _VERSION)
     (n, k, precision), pos = read_varints(header, 3)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -520,8 +590,12 @@ def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     min_cost = min_cost_bits(freq, precision)
     check_count(n, 8 * len(payload), min_cost, max_symbols, "arithmetic stream")
     cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
-    bits = np.unpackbits(np.frombuffer(payload, np.uint8))
-    idx, used = _decode_static(bits, n, cdf)
+    if version == 1:
+        idx, used = _decode_static(np.frombuffer(payload, np.uint8), n, cdf)
+    else:
+        padded = payload + b"\0" * (-len(payload) % 4)
+        words = np.frombuffer(padded, ">u4").astype(np.uint64)
+        idx, used = _range_decode(words, n, cdf.astype(np.uint64))
     if used < 0:
         raise CorruptFileError("arithmetic-coded payload is truncated or corrupted")
     return alphabet[idx]
