@@ -105,6 +105,22 @@ def training_set(copies: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return X, y
 
 
+@functools.lru_cache(maxsize=4)
+def _teacher_logits(
+    teacher: str, digest: str, copies: int, seed: int, cache_dir
+) -> torch.Tensor:
+    """The zoo model ``teacher``'s logits on :func:`training_set` ``(copies, seed)``.
+
+    Cached in memory: the students distilled from one teacher on the same
+    clips (three in the zoo) compute them once. ``digest`` (the teacher's
+    recipe digest) is part of the key, so a changed teacher is recomputed.
+    """
+    from mlcomp import distill, zoo
+
+    net = zoo.pretrained(teacher, progress=False, cache_dir=cache_dir)
+    return distill._teacher_logits(net, training_set(copies, seed)[0])
+
+
 @functools.lru_cache(maxsize=8)
 def evaluation_set(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of a held-out split (``val``, ``test``, ``festival``).
@@ -271,10 +287,11 @@ def train_recipe(
         net = zoo.pretrained(recipe.base, progress=progress, cache_dir=cache_dir)
         if recipe.shrink is not None:
             net = prune.shrink_channels(net, recipe.shrink, X[:1])
-    teacher = None
     if recipe.teacher is not None:
-        teacher = zoo.pretrained(recipe.teacher, progress=progress, cache_dir=cache_dir)
-        teacher_logits = distill._teacher_logits(teacher, X)
+        digest = zoo.recipe_for(recipe.teacher).digest()
+        teacher_logits = _teacher_logits(
+            recipe.teacher, digest, recipe.copies, recipe.seed, cache_dir
+        )
 
         def loss_fn(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return distill.kd_loss(

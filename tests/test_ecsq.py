@@ -191,26 +191,12 @@ def test_a_relative_index_stream_does_not_change_the_values_bits(tmp_path):
     assert entries[0]["spec"]["bits"] == 8 and entries[0]["spec"]["index_bits"] == 5
 
 
-def test_weighted_levels():
-    rng = np.random.default_rng(5)
-    x = rng.laplace(0, 1, 20_000)
-    ones = ecsq.step_levels(x, 0.4, 0.3, weights=np.ones_like(x))
-    assert np.array_equal(ones, ecsq.step_levels(x, 0.4, 0.3))
-    # values that matter little move to cheaper levels: fewer bits, more error
-    w = np.where(np.arange(x.size) % 2 == 0, 0.05, 1.95)
-    q = ecsq.step_levels(x, 0.4, 0.3, weights=w)
-    assert ecsq.order0_bits(q) < ecsq.order0_bits(ones)
-    err = (x - q * 0.4) ** 2
-    light, heavy = err[w < 1].mean(), err[w > 1].mean()
-    assert light > 2 * heavy and np.abs(x - q * 0.4).max() < 0.4
-    # a value on the grid keeps its level, whatever the rate weight
+def test_a_value_on_the_grid_keeps_its_level():
+    # whatever the rate weight: zeros (pruned weights) stay exactly zero
     on_grid = np.array([0.0, 0.0, 0.8, 1.2, 1.2, 1.2, 1.2, 1.2])
-    assert ecsq.step_levels(on_grid, 0.4, 50.0, weights=np.zeros(8)).tolist() == [
-        0, 0, 2, 3, 3, 3, 3, 3]  # fmt: skip
-    with pytest.raises(ValueError, match="one entry per value"):
-        ecsq.step_levels(x, 0.4, 0.3, weights=np.ones(3))
-    with pytest.raises(ValueError, match="non-negative"):
-        ecsq.step_levels(x, 0.4, 0.3, weights=-np.ones_like(x))
+    assert ecsq.step_levels(on_grid, 0.4, 50.0).tolist() == [0, 0, 2, 3, 3, 3, 3, 3]
+    off_grid = on_grid + 0.01
+    assert ecsq.step_levels(off_grid, 0.4, 50.0).tolist() != [0, 0, 2, 3, 3, 3, 3, 3]
 
 
 def test_order0_bits_is_the_code_length_of_level_cost():
@@ -256,3 +242,9 @@ def test_rd_curve():
     q = ecsq.step_levels(x, steps[3], ecsq.STEP_LAMBDA)
     assert bits[3] == ecsq.order0_bits(q)
     assert dist[3] == pytest.approx(((x - q * steps[3]) ** 2).sum())
+    w = np.random.default_rng(9).uniform(0, 2, x.size)  # weights the error only
+    w_bits, w_dist = ecsq.rd_curve(x, steps, weights=w)
+    assert np.array_equal(w_bits, bits)
+    assert w_dist[3] == pytest.approx((w * (x - q * steps[3]) ** 2).sum())
+    with pytest.raises(ValueError, match="one entry per value"):
+        ecsq.rd_curve(x, steps, weights=w[:10])

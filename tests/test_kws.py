@@ -146,3 +146,14 @@ def test_speech_command_reports_each_split(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == list(speech.SPLITS)
     assert all("clips" in line and "generated in" in line for line in lines)
+
+
+def test_teacher_logits_are_computed_once_per_teacher_and_clips():
+    digest = zoo.recipe_for("dscnn-m-kws").digest()
+    first = kws._teacher_logits("dscnn-m-kws", digest, 0, 0, None)
+    again = kws._teacher_logits("dscnn-m-kws", digest, 0, 0, None)
+    X, _ = kws.training_set(copies=0, seed=0)
+    assert again is first and first.shape == (len(X), len(speech.LABELS))
+    net = zoo.pretrained("dscnn-m-kws", progress=False)
+    with torch.inference_mode():
+        assert torch.allclose(first[:100], net(X[:100]), atol=1e-5)

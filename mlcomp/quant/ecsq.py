@@ -116,9 +116,7 @@ def level_cost(x: np.ndarray, levels: np.ndarray, step: float, lam: float) -> fl
     return distortion + lam * order0_bits(levels)
 
 
-def step_levels(
-    x, step: float, lam: float = 0.0, iterations: int = 8, weights=None
-) -> np.ndarray:
+def step_levels(x, step: float, lam: float = 0.0, iterations: int = 8) -> np.ndarray:
     """Integer levels ``q`` of ``x`` on the grid of ``step`` (``x ≈ q · step``).
 
     ``lam = 0`` rounds to the nearest level. ``lam > 0`` runs entropy-
@@ -127,12 +125,8 @@ def step_levels(
     ``x / step`` under the current level frequencies, stopping early when no
     level changes. A larger ``lam`` buys a smaller file with more error, and
     the error of every value stays below ``step``; a value already on the
-    grid (a pruned zero, say) keeps its level. ``weights`` (one non-negative
-    number per value, of mean about 1) scales each value's squared error in
-    the cost, so that a value that matters little is pushed to a cheaper
-    level sooner (the Hessian- or Fisher-weighted distortion of Choi et al.
-    2017). Levels are int64 with ``|q| <= MAX_LEVEL``; a step too fine for
-    the values is an error.
+    grid (a pruned zero, say) keeps its level. Levels are int64 with
+    ``|q| <= MAX_LEVEL``; a step too fine for the values is an error.
 
     >>> x = np.random.default_rng(0).laplace(0, 1, 10_000)
     >>> plain, rd = step_levels(x, 0.5), step_levels(x, 0.5, lam=0.2)
@@ -160,21 +154,11 @@ def step_levels(
             f"levels would exceed ±{MAX_LEVEL} (use a step of at least "
             f"{biggest * step / MAX_LEVEL:.3g})"
         )
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64).ravel()
-        if weights.shape != x.shape:
-            raise ValueError(
-                f"weights must have one entry per value ({x.size}), got {weights.size}"
-            )
-        if weights.size and not (np.isfinite(weights).all() and weights.min() >= 0):
-            raise ValueError("weights must be finite and non-negative")
     levels = np.rint(u).astype(np.int64)
     if lam == 0 or x.size == 0:
         return levels
     low = np.floor(u).astype(np.int64)
     d_low, d_high = (u - low) ** 2, (low + 1 - u) ** 2
-    if weights is not None:
-        d_low, d_high = weights * d_low, weights * d_high
     d_high[u == low] = np.inf  # on the grid already: stays there
     offset = int(low.min())
     for _ in range(iterations):
@@ -207,9 +191,10 @@ def rd_curve(x, steps, lam: float = STEP_LAMBDA, weights=None):
     """Rate and distortion of ``x`` at each of ``steps`` (arrays, one entry per step).
 
     The rate is :func:`order0_bits` of the levels :func:`step_levels` picks
-    (with ``lam`` and ``weights``); the distortion is the weighted squared
-    error ``Σ weights · (x - q Δ)**2`` in the units of ``x`` squared, so that
-    the curves of different tensors add up (:func:`allocate`).
+    (with ``lam``); the distortion is the squared error, weighted by
+    ``weights`` (one non-negative number per value, e.g. its Fisher
+    information) when given: ``Σ weights · (x - q Δ)**2``, so that the
+    curves of different tensors add up (:func:`allocate`).
 
     >>> x = np.random.default_rng(0).normal(0, 1, 1000)
     >>> bits, dist = rd_curve(x, [0.5, 0.25])
@@ -218,9 +203,13 @@ def rd_curve(x, steps, lam: float = STEP_LAMBDA, weights=None):
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if w is not None and w.shape != x.shape:
+        raise ValueError(
+            f"weights must have one entry per value ({x.size}), got {w.size}"
+        )
     bits, distortion = [], []
     for step in steps:
-        q = step_levels(x, step, lam, weights=w)
+        q = step_levels(x, step, lam)
         err = (x - q * float(step)) ** 2
         bits.append(order0_bits(q))
         distortion.append(float(err.sum() if w is None else (w * err).sum()))
