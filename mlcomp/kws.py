@@ -458,11 +458,9 @@ def default_model(cache_dir: str | os.PathLike | None = None) -> models.DSCNN:
     """
     from mlcomp import zoo
 
-    folder = Path(cache_dir) if cache_dir else utils.cache_dir("kws")
-    digest = zoo.record(DEFAULT_MODEL)["sha256"][:12]
-    path = folder / f"{DEFAULT_MODEL}-{DEFAULT_BITS}bit-{digest}.mlc"
+    path = zoo.derived_path(DEFAULT_MODEL, "kws", f"{DEFAULT_BITS}bit", cache_dir)
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save(zoo.pretrained(DEFAULT_MODEL, progress=False), path)
     return load(path)
 

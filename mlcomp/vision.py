@@ -29,7 +29,6 @@ ValueError: the image is blank (one grey level): nothing to classify
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,14 +134,12 @@ def default_model(cache_dir: str | os.PathLike | None = None) -> models.LeNet5:
     """
     from mlcomp import coding, pipeline, zoo
 
-    folder = Path(cache_dir) if cache_dir else utils.cache_dir("vision")
-    digest = zoo.record(DEFAULT_MODEL)["sha256"][:12]
-    path = folder / f"{DEFAULT_MODEL}-PQH-{digest}.mlc"
+    path = zoo.derived_path(DEFAULT_MODEL, "vision", "PQH", cache_dir)
     if not path.is_file():
         net = zoo.pretrained(DEFAULT_MODEL, progress=False)
         utils.set_seed(0)
         pipeline.share_weights(net, None, pipeline.layer_bits(net), epochs=0)
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         coding.save_compressed(net.state_dict(), path, pipeline.deep_compression_spec())
     net = models.LeNet5()
     net.load_state_dict(coding.load_compressed(path))

@@ -513,6 +513,20 @@ def record(name: str, cache_dir: str | os.PathLike | None = None) -> dict:
     return json.loads(meta.read_text())
 
 
+def derived_path(name: str, kind: str, tag: str, cache_dir=None) -> Path:
+    """Where a file made from the zoo model ``name`` is cached (not created).
+
+    ``$MLCOMP_CACHE/<kind>/<name>-<tag>-<first 12 hex of its SHA-256>.mlc``
+    (or ``cache_dir`` instead of the folder): a model retrained from
+    another recipe or seed gets a file of its own.
+
+    >>> derived_path("lenet5-fashion", "vision", "PQH").name  # doctest: +ELLIPSIS
+    'lenet5-fashion-PQH-....mlc'
+    """
+    folder = Path(cache_dir) if cache_dir else utils.cache_dir(kind)
+    return folder / f"{name}-{tag}-{record(name)['sha256'][:12]}.mlc"
+
+
 def dependents(names: list[str]) -> list[str]:
     """``names`` and every model trained from one of them, in training order.
 
