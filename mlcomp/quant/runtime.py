@@ -160,8 +160,10 @@ def quantize_onnx(
     inputs a list of feeds, dicts from input name to array) or ``"dynamic"``.
     ``exclude`` lists node names (see :func:`node_names`) to leave in fp32;
     ``op_types`` (e.g. ``("MatMul",)``) quantizes only nodes of those types.
-    ``reduce_range`` uses 7-bit weights, which only CPUs without VNNI
-    instructions need (their u8 x s8 multiply-add can saturate). The model
+    ``reduce_range`` uses 7-bit weights, ONNX Runtime's remedy for CPUs
+    without VNNI instructions, whose fast u8 x s8 multiply-add can saturate;
+    this module's sessions need no such remedy, since they ask ONNX Runtime
+    for exact products on those CPUs (see :class:`OnnxModule`). The model
     is first run through ONNX Runtime's pre-processing (shape inference and
     graph optimisation), as its documentation asks; where its symbolic shape
     inference cannot follow a dynamic shape (a Transformer's position slice),
@@ -295,6 +297,10 @@ def _session(path: Path, threads: int, profile_prefix: str | None = None):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
+    # On x86 CPUs without VNNI, ONNX Runtime's fast int8 products (u8 x s8,
+    # pairs summed in 16 bits) saturate; this option makes it use exact u8 x u8
+    # products there, so int8 results are the same with or without VNNI.
+    options.add_session_config_entry("session.x64quantprecision", "1")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -307,6 +313,13 @@ class OnnxModule(nn.Module):
     So :func:`mlcomp.train.evaluate` and :func:`mlcomp.measure.latency` work
     on an ONNX model unchanged. ``threads`` is ONNX Runtime's intra-op thread
     count (the analogue of ``torch.set_num_threads``).
+
+    Integer products are exact on every x86 CPU: without VNNI, ONNX
+    Runtime's fast path sums pairs of u8 x s8 products in 16 bits, which
+    saturates (255 * 127 * 2 > 32767), so the session turns on its exact
+    u8 x u8 path (``session.x64quantprecision``) there. Float kernels still
+    dispatch on the instruction set, so float outputs may differ between
+    CPUs in their last digits.
 
     >>> import tempfile
     >>> net = nn.Sequential(nn.Linear(3, 2))
