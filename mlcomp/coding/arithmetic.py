@@ -25,7 +25,8 @@ in the same self-describing stream format as :mod:`~mlcomp.coding.huffman` and
 :mod:`~mlcomp.coding.rans`, compiled with numba. They do the same arithmetic
 on a wider interval, the way a practical coder does (a *range coder*,
 Martin 1979): ``low`` and ``range`` are 64-bit integers, a symbol narrows
-them with one division, ``r = range // total``, ``low += r · cdf[s]``,
+them with ``r = range // total`` (a shift: ``total = 2**precision``),
+``low += r · cdf[s]``,
 ``range = r · f_s``, and whenever ``range`` falls below ``2**32`` the top
 32 bits of ``low`` are settled and written as one word. No E3 step is
 needed: an interval that straddles a word boundary is simply carried, the
@@ -43,7 +44,6 @@ import numpy as np
 
 from mlcomp.coding._format import (
     CorruptFileError,
-    as_symbols,
     check_count,
     min_cost_bits,
     pack,
@@ -53,7 +53,7 @@ from mlcomp.coding._format import (
     write_table,
     write_varints,
 )
-from mlcomp.coding.model import Categorical, code_alphabet, default_precision
+from mlcomp.coding.model import Categorical, default_precision, indexed_message
 
 __all__ = [
     "ArithmeticEncoder",
@@ -227,16 +227,21 @@ class ArithmeticDecoder:
 
 
 @numba.njit(cache=True)
-def _range_encode(idx, cdf):  # pragma: no cover - compiled
-    """The 32-bit words of ``idx`` coded with ``cdf`` (uint64) by the range coder."""
-    total = cdf[-1]
-    out = np.zeros(idx.size // 8 + 16, np.uint64)  # one word per entry; grown
+def _range_encode(symbols, lut, cdf, precision):  # pragma: no cover - compiled
+    """The 32-bit words of the message coded with ``cdf`` by the range coder.
+
+    Symbol ``i`` is alphabet index ``lut[symbols[i]]``, so the message is read
+    as given (any integer dtype, no int64 copy). ``cdf`` (uint64) sums to
+    ``2**precision``: the division of the range by the total is a shift.
+    """
+    shift = np.uint64(precision)
+    out = np.zeros(symbols.size // 8 + 16, np.uint64)  # one word per entry; grown
     n = 0
     low = np.uint64(0)
     rng = np.uint64(0xFFFFFFFFFFFFFFFF)
-    for i in range(idx.size):
-        s = idx[i]
-        r = rng // total
+    for i in range(symbols.size):
+        s = lut[symbols[i]]
+        r = rng >> shift
         start = low + r * cdf[s]  # modulo 2**64: an overflow is a carry
         if start < low:
             j = n - 1
@@ -272,13 +277,14 @@ def _range_encode(idx, cdf):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _range_decode(words, n, cdf):  # pragma: no cover - compiled
+def _range_decode(words, n, cdf, precision):  # pragma: no cover - compiled
     """Decode ``n`` symbols from the 32-bit ``words`` (zeros past the end).
 
     Returns the symbols and the number of words read, or -1 where the data
     cannot have come from the encoder: a value outside every symbol, or
     words read past the end."""
-    total = cdf[-1]
+    total = cdf[-1]  # 2**precision
+    shift = np.uint64(precision)
     out = np.empty(n, np.int64)
     pos = 0
     point = np.uint64(0)  # the value read minus low: always below range
@@ -288,7 +294,7 @@ def _range_decode(words, n, cdf):  # pragma: no cover - compiled
         pos += 1
     rng = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(n):
-        r = rng // total
+        r = rng >> shift
         target = point // r
         if target >= total:
             return out, -1
@@ -546,8 +552,7 @@ def encode(
     >>> message = [4, 4, 1, 4, 0, 4]
     >>> assert list(decode(encode(message))) == message
     """
-    symbols = as_symbols(symbols)
-    alphabet, idx, weights = code_alphabet(symbols, model)
+    symbols, lut, alphabet, weights = indexed_message(symbols, model)
     if precision is None:
         precision = default_precision(alphabet.size)
     if not 1 <= precision <= 24:
@@ -557,7 +562,7 @@ def encode(
         return pack(_MAGIC, _VERSION, header, b"")
     freq = Categorical(weights).frequencies(precision)
     cdf = np.concatenate([[0], np.cumsum(freq)]).astype(np.uint64)
-    words = _range_encode(idx.astype(np.int64), cdf)
+    words = _range_encode(symbols, lut, cdf, precision)
     # the last word's trailing zero bytes, but one, are left out (read as zeros)
     payload = words.astype(">u4").tobytes()
     payload = payload[:-4] + (payload[-4:].rstrip(b"\0") or b"\0")
@@ -595,7 +600,7 @@ def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     else:
         padded = payload + b"\0" * (-len(payload) % 4)
         words = np.frombuffer(padded, ">u4").astype(np.uint64)
-        idx, used = _range_decode(words, n, cdf.astype(np.uint64))
+        idx, used = _range_decode(words, n, cdf.astype(np.uint64), precision)
     if used < 0:
         raise CorruptFileError("arithmetic-coded payload is truncated or corrupted")
     return alphabet[idx]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -207,6 +208,61 @@ def code_alphabet(symbols: np.ndarray, model: Categorical | None):
     if bad.any():
         raise ValueError(f"symbol {symbols[bad][0]} has probability 0 in the model")
     return alphabet, idx, model.probs[alphabet]
+
+
+DENSE = 1 << 22  # symbols below this are counted and looked up in flat tables
+
+
+@numba.njit(cache=True)
+def _histogram(symbols, size):  # pragma: no cover - compiled
+    """Counts of each value in ``0..size-1``, read in place (no int64 copy)."""
+    counts = np.zeros(size, np.int64)
+    for i in range(symbols.size):
+        counts[symbols[i]] += 1
+    return counts
+
+
+def _message(symbols) -> np.ndarray:
+    """The message as an integer array, checked, without copying it."""
+    arr = np.asarray(symbols)
+    if arr.ndim != 1:
+        raise ValueError(f"symbols must be a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"symbols must be integers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        raise ValueError(f"symbols must be non-negative, found {arr.min()}")
+    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError("symbols must fit in int64")
+    return np.ascontiguousarray(arr)
+
+
+def indexed_message(symbols, model: Categorical | None):
+    """A message checked and indexed for a compiled coder, without copying it.
+
+    Returns ``(message, lut, alphabet, weights)``: the coder reads symbol
+    ``i`` as alphabet index ``lut[message[i]]``. Without a model and with
+    values below ``DENSE`` (the common case) the message is the caller's own
+    array, of any integer dtype, and ``lut`` a flat table from value to
+    index; otherwise (a model, or huge values) the message is replaced by its
+    indices through :func:`code_alphabet` and ``lut`` is the identity.
+
+    >>> message, lut, alphabet, weights = indexed_message(np.array([5, 2, 5]), None)
+    >>> lut[message].tolist(), alphabet.tolist(), weights.tolist()
+    ([1, 0, 1], [2, 5], [1.0, 2.0])
+    """
+    symbols = _message(symbols)
+    top = int(symbols.max()) if symbols.size else 0
+    if model is None and top < DENSE:
+        counts = _histogram(symbols, top + 1)
+        alphabet = np.flatnonzero(counts)
+        weights = counts[alphabet].astype(np.float64)
+        lut = np.zeros(top + 1, np.int64)
+        lut[alphabet] = np.arange(alphabet.size)
+        return symbols, lut, alphabet, weights
+    alphabet, idx, weights = code_alphabet(symbols.astype(np.int64), model)
+    return idx.astype(np.int64), np.arange(alphabet.size), alphabet, weights
 
 
 def default_precision(alphabet_size: int) -> int:

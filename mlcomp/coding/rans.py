@@ -36,22 +36,13 @@ from mlcomp.coding._format import (
     write_table,
     write_varints,
 )
-from mlcomp.coding.model import Categorical, code_alphabet, default_precision
+from mlcomp.coding.model import Categorical, default_precision, indexed_message
 
 __all__ = ["encode", "decode"]
 
 _MAGIC, _VERSION = b"MLCR", 1
 _L = 1 << 31  # lower bound of the normalized state interval [L, L * 2**32)
 MAX_PRECISION = 20  # the decoder's slot table has 2**precision entries
-
-
-@numba.njit(cache=True)
-def _histogram(symbols, size):  # pragma: no cover - compiled
-    """Counts of each value in ``0..size-1``, read in place (no int64 copy)."""
-    counts = np.zeros(size, np.int64)
-    for i in range(symbols.size):
-        counts[symbols[i]] += 1
-    return counts
 
 
 @numba.njit(cache=True)
@@ -85,25 +76,6 @@ def _encode_words(symbols, lut, freq, cum, precision, streams):  # pragma: no co
         out[pos - 2] = np.uint32(states[j] >> np.uint64(32))
         pos -= 2
     return out[pos:]
-
-
-_DENSE = 1 << 22  # symbols below this are counted and looked up in flat tables
-
-
-def _message(symbols) -> np.ndarray:
-    """The message as an integer array, checked, without copying it."""
-    arr = np.asarray(symbols)
-    if arr.ndim != 1:
-        raise ValueError(f"symbols must be a 1-D array, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"symbols must be integers, got dtype {arr.dtype}")
-    if arr.size == 0:
-        return np.zeros(0, np.int64)
-    if arr.dtype.kind == "i" and arr.min() < 0:
-        raise ValueError(f"symbols must be non-negative, found {arr.min()}")
-    if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError("symbols must fit in int64")
-    return np.ascontiguousarray(arr)
 
 
 @numba.njit(cache=True)
@@ -164,19 +136,9 @@ def encode(
     >>> bool(2.93 < bits < 2.96)
     True
     """
-    symbols = _message(symbols)
     if not 1 <= streams <= 64:
         raise ValueError(f"streams must be in 1..64, got {streams}")
-    top = int(symbols.max()) if symbols.size else 0
-    if model is None and top < _DENSE:  # the common case, in place
-        counts = _histogram(symbols, top + 1)
-        alphabet = np.flatnonzero(counts)
-        weights = counts[alphabet].astype(np.float64)
-        lut = np.zeros(top + 1, np.int64)
-        lut[alphabet] = np.arange(alphabet.size)
-    else:  # a model, or huge symbol values: index them through code_alphabet
-        alphabet, idx, weights = code_alphabet(symbols.astype(np.int64), model)
-        symbols, lut = idx.astype(np.int64), np.arange(alphabet.size)
+    symbols, lut, alphabet, weights = indexed_message(symbols, model)
     if precision is None:
         precision = default_precision(alphabet.size)
     if not 1 <= precision <= MAX_PRECISION:
