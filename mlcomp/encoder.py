@@ -590,6 +590,9 @@ def onnx_twin(model: SentenceEncoder, folder: str | os.PathLike, threads: int = 
     return OnnxEncoder(export_onnx(model, Path(folder) / "twin.onnx"), threads)
 
 
+_REFERENCE_BATCH = 32  # the batch size of embed(), and of the notebooks
+
+
 def reference_embeddings(
     sentences: Sequence[str], folder: str | os.PathLike, model=None, tokenizer=None
 ) -> np.ndarray:
@@ -620,6 +623,7 @@ def reference_embeddings(
     if tokenizer is None:
         model, tokenizer = load()
     h = hashlib.sha256(fp32.read_bytes())
+    h.update(f"batch {_REFERENCE_BATCH}\0".encode())  # batching moves the last bits
     for s in sentences:
         h.update(s.encode("utf-8") + b"\0")
     path = Path(folder) / f"reference-{h.hexdigest()[:16]}.npy"
@@ -630,7 +634,9 @@ def reference_embeddings(
                 return out
         except (ValueError, OSError, EOFError):
             pass  # recompute below
-    out = embed(open_variant("fp32", fp32), tokenizer, sentences, batch_size=64)
+    out = embed(
+        open_variant("fp32", fp32), tokenizer, sentences, batch_size=_REFERENCE_BATCH
+    )
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npy")
     np.save(tmp, out)
     tmp.replace(path)

@@ -770,7 +770,7 @@ def two_part_code(
     return out
 
 
-def held_out_sample(per_work: int = 32768) -> bytes:
+def held_out_sample(per_work: int = 16384) -> bytes:
     """The first ``per_work`` bytes of each held-out work, joined by blank lines.
 
     A fixed sample for comparing many variants quickly; the full held-out
