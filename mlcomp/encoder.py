@@ -590,6 +590,36 @@ def onnx_twin(model: SentenceEncoder, folder: str | os.PathLike, threads: int = 
     return OnnxEncoder(export_onnx(model, Path(folder) / "twin.onnx"), threads)
 
 
+def fidelity_of(
+    model: SentenceEncoder,
+    tokenizer,
+    sentences: Sequence[str],
+    reference: np.ndarray,
+    folder: str | os.PathLike,
+    k: int = 10,
+) -> dict:
+    """:func:`fidelity` of a modified PyTorch ``model`` to ``reference``.
+
+    The sentences are embedded through :func:`onnx_twin` (written into
+    ``folder``), the way the chapter measures every variant that exists only
+    in PyTorch: pruned, factorized, or reloaded from a file.
+
+    >>> from transformers import AutoTokenizer, BertConfig, BertModel
+    >>> _ = torch.manual_seed(0)
+    >>> tiny = SentenceEncoder(BertModel(BertConfig(hidden_size=8,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)))
+    >>> tok = AutoTokenizer.from_pretrained(str(model_dir()))
+    >>> import tempfile
+    >>> texts = ["a b", "c d e", "f"]
+    >>> ref = embed(tiny.eval(), tok, texts)
+    >>> out = fidelity_of(tiny, tok, texts, ref, tempfile.mkdtemp(), k=1)
+    >>> round(out["mean cosine"], 4), out["recall@1"]
+    (1.0, 1.0)
+    """
+    twin = onnx_twin(model, folder)
+    return fidelity(reference, embed(twin, tokenizer, sentences), k)
+
+
 _REFERENCE_BATCH = 32  # the batch size of embed(), and of the notebooks
 
 
