@@ -123,7 +123,13 @@ def test_onnx_twin_matches_a_modified_pytorch_model(model, tmp_path):
     twin = encoder.onnx_twin(pruned, tmp_path, threads=1)
     np.testing.assert_allclose(encoder.embed(twin, tok, text), ref, atol=1e-5)
     # the twin is of the pruned model, not of the original
-    assert np.abs(encoder.embed(net, tok, text) - ref).max() > 1e-2
+    original = encoder.embed(net, tok, text)
+    assert np.abs(original - ref).max() > 1e-2
+    # fidelity_of measures the pruned model through its twin, against a reference
+    got = encoder.fidelity_of(pruned, tok, text, original, tmp_path)
+    expected = encoder.fidelity(original, ref)["mean cosine"]
+    assert got["mean cosine"] == pytest.approx(expected, abs=1e-5)
+    assert got["mean cosine"] < 0.999
 
 
 def test_reference_embeddings_are_computed_once_and_survive_a_bad_file(
@@ -133,7 +139,7 @@ def test_reference_embeddings_are_computed_once_and_survive_a_bad_file(
     text = encoder.sentences(40, seed=13)
     first = encoder.reference_embeddings(text, variants, net, tok)
     fp32 = encoder.open_variant("fp32", encoder.build_variant("fp32", variants))
-    np.testing.assert_array_equal(first, encoder.embed(fp32, tok, text, batch_size=64))
+    np.testing.assert_array_equal(first, encoder.embed(fp32, tok, text))
     (saved,) = [p for p in variants.glob("reference-*.npy") if p.stat().st_size > 0]
     calls = []
     real_embed = encoder.embed
