@@ -13,7 +13,11 @@ VNNI int8 dot-product instructions (where int8 gains the most). Three
 variants that exist only in PyTorch are timed as float32 ONNX graphs of the
 same model (``encoder.onnx_twin``, the exporter of ``fp32``): 50% of the
 layers' weights zeroed (Wanda, by row), 2:4, and the feed-forward matrices
-factorized by SVD at 80% of their energy. Run with
+factorized by SVD at 80% of their energy. On a CPU without VNNI, one more
+row, ``int8-u8s8``, times the int8 file in ONNX Runtime's default AVX2 path
+(u8 x s8 products summed in pairs in 16 bits, which saturates on 8-bit
+weights, so its outputs are not the variant's): the speed-up int8 could have
+on this CPU at all, beside the exact path the book uses. Run with
 ``make benchmarks`` or ``.venv/bin/python benchmarks/bench_encoder.py``.
 """
 
@@ -54,6 +58,15 @@ def pytorch_variants(net, tok, scratch, threads: int) -> dict:
     return out
 
 
+def saturating_int8(path, threads: int):
+    """The int8 file in ONNX Runtime's default (saturating) AVX2 path, for timing."""
+    from mlcomp.quant import runtime
+
+    model = encoder.OnnxEncoder(path, threads)
+    model.session = runtime._session(model.path, threads, exact=False)
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -70,6 +83,8 @@ def main() -> None:
     }
     scratch = tempfile.TemporaryDirectory()  # the twins' files, removed at exit
     models |= pytorch_variants(net, tok, scratch.name, args.threads)
+    if not numerics.has_vnni():
+        models["int8-u8s8"] = saturating_int8(models["int8"].path, args.threads)
     texts = encoder.sentences(32, seed=3)
     print(f"VNNI int8 dot products on this CPU: {numerics.has_vnni()}; "
           f"{args.threads} threads, {args.rounds} rounds")  # fmt: skip

@@ -16,6 +16,7 @@ from mlcomp.data import (
     Standardizer,
     clean,
     hash_split,
+    hashing,
     naive_variance,
     outofcore,
     reservoir_sample,
@@ -289,11 +290,52 @@ def test_exact_duplicates_match_pandas_and_survive_collisions(monkeypatch):
     assert np.array_equal(clean.exact_duplicates(df), expected)
 
     # every row hashing to the same value changes nothing: rows are compared
-    def collide(frame, index=False):
-        return pd.Series(np.zeros(len(frame), np.uint64))
+    def collide(frame, seed=0):
+        return np.zeros(len(frame), np.uint64)
 
-    monkeypatch.setattr(pd.util, "hash_pandas_object", collide)
+    monkeypatch.setattr(clean, "row_hashes", collide)
     assert np.array_equal(clean.exact_duplicates(df), expected)
+    # nor do a few colliding pairs among otherwise distinct hashes
+    real = hashing.row_hashes(df)
+    monkeypatch.setattr(clean, "row_hashes", lambda frame, seed=0: real % 7)
+    assert np.array_equal(clean.exact_duplicates(df), expected)
+
+
+def test_row_hashes_equal_rows_equal_hashes_over_dtypes():
+    df = pd.DataFrame({
+        "i": pd.array([1, None, 1, 1, 2], dtype="Int64"),
+        "f": [0.0, np.nan, -0.0, 0.0, 1.5],
+        "s": pd.array(["ab", None, "ab", "ab", "é" * 9], dtype="str"),
+        "o": ["x", None, "x", "x", 3],  # mixed objects: pandas' hash_array
+        "b": [True, False, True, True, False],
+        "t": pd.to_datetime(["2020-01-01"] * 4 + ["2021-06-30"]),
+    })  # fmt: skip
+    h = hashing.row_hashes(df)
+    assert h.dtype == np.uint64
+    assert h[0] == h[2] == h[3] and len(set(h[[0, 1, 4]])) == 3
+    # a slice and a frame of other length agree with the whole: no offset or
+    # row count leaks into the hash
+    assert np.array_equal(hashing.row_hashes(df.iloc[2:]), h[2:])
+    assert np.array_equal(hashing.row_hashes(pd.concat([df, df])), np.r_[h, h])
+    # every column counts, and its place counts
+    for column in df.columns:
+        changed = df.copy()
+        changed.loc[0, column] = df.loc[4, column]
+        assert hashing.row_hashes(changed)[0] != h[0], column
+    swapped = hashing.row_hashes(df[["f", "i"]])[0]
+    assert swapped != hashing.row_hashes(df[["i", "f"]])[0]
+    # long strings cross 8-byte blocks: one changed byte anywhere changes the hash
+    text = "abcdefghijklmnopqrstuvwxyz"
+    variants = [text] + [text[:k] + "_" + text[k + 1 :] for k in range(len(text))]
+    one = hashing.row_hashes(pd.DataFrame({"s": variants}))
+    assert len(set(one.tolist())) == len(variants)
+    # the seed gives another function; duplicates agree with pandas' own
+    assert not np.array_equal(hashing.row_hashes(df, seed=1), h)
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({"a": rng.integers(0, 50, 5000).astype(float),
+                        "b": rng.choice(["p", "q", "r", None], 5000)})  # fmt: skip
+    dup = pd.Series(hashing.row_hashes(big)).duplicated().to_numpy()
+    assert np.array_equal(dup, big.duplicated().to_numpy())
 
 
 def planted_pair(rng, size, overlap):
@@ -543,7 +585,9 @@ def test_hash_sample_merges_exactly_and_is_uniform():
 # --- the cleaning pipeline ----------------------------------------------------------
 
 
-def test_clean_table_is_right_and_the_same_here_and_on_dask(table, tmp_path):
+def test_clean_table_is_right_and_the_same_here_and_on_dask(
+    table, tmp_path, monkeypatch
+):
     report = outofcore.clean_table(table / "table", tmp_path / "here")
     frame = pd.read_parquet(table / "table")
     truth = synth.table_truth(table)
@@ -572,10 +616,27 @@ def test_clean_table_is_right_and_the_same_here_and_on_dask(table, tmp_path):
         assert np.array_equal(out[f"{column}_imputed"], ~ok)
         if column in report.fences:
             assert np.array_equal(out[f"{column}_outlier"], ~ok & ~np.isnan(raw))
-            # the fences come from sampled quartiles: near the exact ones
+            # the fences come from the exact quartiles of the kept rows
             q1, q3 = np.nanquantile(kept[column], [0.25, 0.75])
-            assert abs(lo - (q1 - 3 * (q3 - q1))) < 0.2 * (q3 - q1)
+            assert report.quartiles[column] == [q1, q3], column
+            assert (lo, hi) == (q1 - 3 * (q3 - q1), q3 + 3 * (q3 - q1))
+        assert report.median[column] == np.nanmedian(kept[column]), column
     assert np.allclose(out[list(report.mean)].mean(), 0, atol=0.05)
+    # a sample far smaller than the table only brackets the quartiles: the
+    # same exact answer, also when every first bracket misses its rank
+    small = outofcore.clean_table(table / "table", tmp_path / "small", sample_size=300)
+    assert small.to_dict() == report.to_dict()
+    real, widths = outofcore._bracket, []
+
+    def first_misses(sample, q, width):
+        widths.append(width)
+        return (sample[0], sample[0]) if width == 1 else real(sample, q, width)
+
+    monkeypatch.setattr(outofcore, "_bracket", first_misses)
+    missed = outofcore.clean_table(table / "table", tmp_path / "miss", sample_size=300)
+    assert missed.to_dict() == report.to_dict() and set(widths) == {1, 4}
+    assert pd.read_parquet(tmp_path / "miss" / "table").equals(out)
+    assert not (tmp_path / "miss" / ".work").exists()  # the spills are removed
     # on a Dask cluster: the same report and the same files
     with outofcore.connect(n_workers=2, processes=False) as client:
         again = outofcore.clean_table(table / "table", tmp_path / "dask", client=client)

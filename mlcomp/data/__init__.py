@@ -6,6 +6,8 @@
 * :mod:`~mlcomp.data.clean` — imputation, outlier rules (IQR, z-score,
   MAD, isolation forest), exact duplicates by row hashing, near duplicates
   by MinHash and LSH banding.
+* :mod:`~mlcomp.data.hashing` — :func:`~mlcomp.data.hashing.row_hashes`:
+  64 bits per row from the columns' buffers (numba), equal rows equal.
 * :mod:`~mlcomp.data.transform` — :class:`Standardizer`,
   :class:`MinMaxScaler` and :class:`Discretizer` (equal width or equal
   frequency), each with ``fit``/``transform`` and ``partial_fit``/``merge``.
@@ -26,7 +28,7 @@ Every piece works chunk by chunk and merges, which is what lets the same
 code run on a laptop and as a Dask reduction on a cluster.
 """
 
-from mlcomp.data import clean, cluster, outofcore, reduce, schema, synth
+from mlcomp.data import clean, cluster, hashing, outofcore, reduce, schema, synth
 from mlcomp.data.sampling import HashSample, Reservoir, hash_split, reservoir_sample
 from mlcomp.data.stats import RunningMoments, naive_variance
 from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
@@ -34,6 +36,7 @@ from mlcomp.data.transform import Discretizer, MinMaxScaler, Standardizer
 __all__ = [
     "clean",
     "cluster",
+    "hashing",
     "outofcore",
     "reduce",
     "schema",

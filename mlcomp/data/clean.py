@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from mlcomp.data.hashing import row_hashes
+
 __all__ = [
     "impute",
     "iqr_outliers",
@@ -212,29 +214,45 @@ def isolation_forest_outliers(
 def exact_duplicates(df: pd.DataFrame) -> np.ndarray:
     """True for every row equal to an earlier row (the first copy is kept).
 
-    Rows are hashed (``pandas.util.hash_pandas_object``, 64 bits); rows with
-    equal hashes are then compared value by value, so the answer is exact
-    even if two different rows collide.
+    Rows are hashed (:func:`mlcomp.data.hashing.row_hashes`, 64 bits); rows
+    with equal hashes are then compared value by value, so the answer is
+    exact even if two different rows collide.
 
     >>> df = pd.DataFrame({"a": [1, 2, 1, 1], "b": ["x", "y", "x", "z"]})
     >>> exact_duplicates(df).tolist()
     [False, False, True, False]
     """
-    hashes = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    hashes = row_hashes(df)
     duplicate = np.zeros(len(df), bool)
     # only rows whose hash occurs more than once need a look at their values
     candidates = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
     if not len(candidates):
         return duplicate
-    values = df.iloc[candidates].to_numpy(dtype=object)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for row, i in enumerate(candidates):
-        for other in groups[hashes[i]]:  # earlier rows with the same hash
-            if _same_row(values[row], values[other]):
-                duplicate[i] = True
-                break
-        else:
-            groups[hashes[i]].append(row)
+    sub = hashes[candidates]
+    # each candidate against the first candidate with its hash, column by column
+    first = pd.Series(np.arange(len(sub))).groupby(sub).transform("first").to_numpy()
+    same = np.ones(len(sub), bool)
+    for j in range(df.shape[1]):
+        a = df.iloc[candidates, j].reset_index(drop=True)
+        b = a.iloc[first].reset_index(drop=True)
+        equal = (a == b).fillna(False).to_numpy(bool)
+        same &= equal | (a.isna() & b.isna()).to_numpy()
+    later = first != np.arange(len(sub))
+    duplicate[candidates[later & same]] = True
+    # a hash shared by rows that differ (a collision): settle its rows one by one
+    collided = np.unique(sub[later & ~same])
+    if len(collided):
+        rows = candidates[np.isin(sub, collided)]
+        duplicate[rows] = False
+        values = df.iloc[rows].to_numpy(dtype=object)
+        groups: dict[int, list[int]] = defaultdict(list)
+        for row, i in enumerate(rows):
+            for other in groups[hashes[i]]:  # earlier rows with the same hash
+                if _same_row(values[row], values[other]):
+                    duplicate[i] = True
+                    break
+            else:
+                groups[hashes[i]].append(row)
     return duplicate
 
 

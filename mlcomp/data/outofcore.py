@@ -11,27 +11,38 @@ re-exported here:
   per-partition check.
 
 :func:`clean_table` is the chapter's pipeline: partitioned Parquet in,
-validated, cleaned and standardized Parquet (zstd) out, in three passes that
-each hold one partition per worker:
+validated, cleaned and standardized Parquet (zstd) out, in four passes that
+each hold one partition per worker. Only the first reads the Parquet input
+and validates it; it keeps the validated rows of each partition as an Arrow
+file (lz4) in a work folder beside the output, from which the later passes
+read the columns they need:
 
 1. **validate and sample** — every partition is checked against a
    :class:`Schema`; rows that cannot be used (a key that is missing or not an
    integer, a number that does not parse, an infinite value) go to a
    quarantine with their reason, exact duplicates and repeated keys within
    the partition are dropped or quarantined, each row's key and two 64-bit
-   hashes of its content go to bucket files by hash (a shuffle, as
+   hashes of its content (:func:`mlcomp.data.hashing.row_hashes`) go to
+   bucket files by hash (a shuffle, as
    ``dask.dataframe.DataFrame.drop_duplicates`` does), and a
    :class:`~mlcomp.data.HashSample` of the numeric columns is merged across
-   partitions. Its quartiles give Tukey's fences and its medians the fill
-   values. The buckets are then read one at a time: a row equal to one of
-   an earlier partition is dropped as a duplicate, and a row whose key an
-   earlier partition already holds is quarantined — in bounded memory
-   (a bucket holds about one partition's records);
-2. **moments** — :class:`~mlcomp.data.RunningMoments` of the values inside
+   partitions. The buckets are then read one at a time: a row equal to one
+   of an earlier partition is dropped as a duplicate, and a row whose key an
+   earlier partition already holds is quarantined — in bounded memory (a
+   bucket holds about one partition's records);
+2. **quartiles, exactly** — the sample brackets each quartile and median:
+   an interval of values that holds the wanted rank with overwhelming
+   probability (five standard errors of the sample's rank, plus two ranks).
+   The pass counts the values below each interval and keeps the few inside
+   it (at most about 2% of a column per quantile for the default sample), which
+   pins the exact order statistics; in the unlikely case an interval missed
+   its rank, the pass is repeated with intervals four times wider, so the
+   quantiles are always exact (numpy's linear interpolation between order
+   statistics). They give Tukey's fences and the fill values;
+3. **moments** — :class:`~mlcomp.data.RunningMoments` of the values inside
    the fences, merged: the mean and standard deviation for standardizing;
-3. **write** — each partition is cleaned again (the same deterministic
-   steps), outliers are set missing, missing values are filled with the
-   median, numeric columns are standardized, and the partition is written
+4. **write** — outliers are set missing, missing values are filled with the
+   median, numeric columns are standardized, and each partition is written
    with flags saying which values were outliers or filled. Quarantined rows
    are written beside it, every value kept as text.
 
@@ -54,8 +65,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
 
 from mlcomp.data.cluster import connect, peak_memory_mib
+from mlcomp.data.hashing import row_hashes
 from mlcomp.data.reduce import moments, moments_graph, task_layers
 from mlcomp.data.sampling import HashSample
 from mlcomp.data.schema import (
@@ -81,7 +95,8 @@ __all__ = [
 
 
 _REPEATED_KEY = "{key} repeats a key of an earlier partition"
-_HASH_KEYS = ("mlcomp-rows-0001", "mlcomp-rows-0002")  # two 64-bit row hashes
+_HASH_SEEDS = (0x6D6C636F6D700001, 0x6D6C636F6D700002)  # two 64-bit row hashes
+_QUANTILES = (0.25, 0.5, 0.75)  # Q1, the median (the fill value), Q3
 
 
 def _bucket_of(values: np.ndarray, buckets: int) -> np.ndarray:
@@ -90,17 +105,30 @@ def _bucket_of(values: np.ndarray, buckets: int) -> np.ndarray:
     return (mixed >> np.uint64(40)) % np.uint64(buckets)
 
 
+def _spill(frame: pd.DataFrame, path: Path) -> None:
+    """Keep ``frame`` for a later pass: an Arrow IPC file, lz4-compressed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    feather.write_feather(table, path, compression="lz4")
+
+
+def _unspill(path: Path, columns: list | None = None) -> pd.DataFrame:
+    return feather.read_table(path, columns=columns).to_pandas()
+
+
 def _pass_sample(item, schema: Schema, sample_size: int, work: str, buckets: int):
     index, path = item
-    rows, _, counts = validate(read_partition(path), schema, Path(path).name)
+    rows, quarantine, counts = validate(read_partition(path), schema, Path(path).name)
+    # the later passes read these instead of reading and validating again
+    _spill(rows, Path(work) / "valid" / f"{index:06d}.arrow")
+    _spill(quarantine, Path(work) / "quarantine" / f"{index:06d}.arrow")
     sample = HashSample(sample_size)
     sample.update(rows[schema.key].to_numpy(), rows[list(schema.numeric)].to_numpy())
     counts["values"] = rows[list(schema.numeric)].notna().sum().to_numpy()
     # what finding duplicates across partitions needs, by bucket: each bucket
     # holds about one partition's worth of rows from all partitions
     content = rows[[c for c in rows.columns if c != schema.key]]
-    h1, h2 = (pd.util.hash_pandas_object(content, index=False, hash_key=k).to_numpy()
-              for k in _HASH_KEYS)  # fmt: skip
+    h1, h2 = (row_hashes(content, seed=seed) for seed in _HASH_SEEDS)
     keys = rows[schema.key].to_numpy(np.int64)
     row = np.arange(len(rows), dtype=np.int64)
     for kind, spread, record in (
@@ -163,19 +191,98 @@ def _cross_partition(work: Path, n_files: int) -> tuple[list, list]:
     )
 
 
-def _validated(item, schema: Schema, cross: dict):
-    """A partition validated, minus the rows found to repeat earlier partitions.
+def _validated(item, schema: Schema, cross: dict, columns: list | None = None):
+    """A partition's validated rows (its spill, ``columns`` only if given),
+    minus the rows found to repeat earlier partitions.
 
-    Returns (rows, quarantine, rows whose key repeats an earlier partition's).
+    Returns (rows, rows whose key repeats an earlier partition's).
     """
-    index, path = item
-    rows, quarantine, _ = validate(read_partition(path), schema, Path(path).name)
+    index, _ = item
+    rows = _unspill(Path(cross["work"]) / "valid" / f"{index:06d}.arrow", columns)
     drop, repeat = cross["drop"][index], cross["repeat"][index]
     if not len(drop) and not len(repeat):
-        return rows, quarantine, rows.iloc[:0]
+        return rows, rows.iloc[:0]
     keep = np.ones(len(rows), bool)
     keep[drop] = keep[repeat] = False
-    return rows[keep].reset_index(drop=True), quarantine, rows.iloc[repeat]
+    return rows[keep].reset_index(drop=True), rows.iloc[repeat]
+
+
+def _bracket(sample: np.ndarray, q: float, width: float) -> tuple[float, float]:
+    """Values between which the ``q``-quantile of the population lies, from its
+    sorted sample: the sample's order statistics ``width`` × (5 standard
+    errors of the rank + 2 ranks) either side of ``q`` (±inf past its ends)."""
+    m = len(sample)
+    if not m:
+        return -np.inf, np.inf
+    half = width * (5 * np.sqrt(q * (1 - q) / m) + 2 / m)
+    lo, hi = int(np.floor(m * (q - half))), int(np.ceil(m * (q + half)))
+    return (
+        float(sample[lo]) if lo >= 0 else -np.inf,
+        float(sample[hi]) if hi < m else np.inf,
+    )
+
+
+def _pass_quantiles(item, schema: Schema, cross: dict, brackets: dict) -> dict:
+    """Per column: its count of values, and per bracket (lo, hi) the count of
+    values below lo and the sorted values in [lo, hi]."""
+    rows, _ = _validated(item, schema, cross, columns=list(schema.numeric))
+    out = {}
+    for j, wanted in brackets.items():
+        x = rows[schema.numeric[j]].to_numpy(np.float64)
+        x = x[~np.isnan(x)]
+        out[j] = (len(x), [(int((x < lo).sum()), np.sort(x[(x >= lo) & (x <= hi)]))
+                           for lo, hi in wanted])  # fmt: skip
+    return out
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's linear interpolation (its quantile's), to the last bit."""
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
+def _exact_quantiles(items, schema, cross, sample, client, progress) -> np.ndarray:
+    """The quantiles ``_QUANTILES`` of every numeric column over the kept rows,
+    exact: shape ``(len(_QUANTILES), columns)``, as ``numpy.nanquantile``."""
+    columns = len(schema.numeric)
+    values = sample.values if sample.values is not None else np.zeros((0, columns))
+    sorted_sample = [np.sort(v[~np.isnan(v)]) for v in values.T]
+    result = np.full((len(_QUANTILES), columns), np.nan)
+    todo = [(i, j) for i in range(len(_QUANTILES)) for j in range(columns)]
+    width = 1.0
+    while todo:
+        brackets: dict = {}
+        for i, j in todo:
+            brackets.setdefault(j, []).append(
+                _bracket(sorted_sample[j], _QUANTILES[i], width)
+            )
+        parts: list = [None] * len(items)
+        fn = functools.partial(_pass_quantiles, schema=schema, cross=cross,
+                               brackets=brackets)  # fmt: skip
+        _run(fn, items, client, progress, "quartiles", parts.__setitem__)
+        count = np.zeros(columns, np.int64)
+        below = {key: 0 for key in todo}
+        found: dict = {key: [] for key in todo}
+        for part in parts:
+            for j, (n, per) in part.items():
+                count[j] += n
+                wanted = [key for key in todo if key[1] == j]  # brackets' order
+                for key, (b, inside) in zip(wanted, per, strict=True):
+                    below[key] += b
+                    found[key].append(inside)
+        missed = []
+        for i, j in todo:
+            n, q = count[j], _QUANTILES[i]
+            h = (n - 1) * q
+            r0 = int(np.floor(h))
+            r1 = min(r0 + 1, n - 1)
+            inside = np.sort(np.concatenate(found[i, j]))
+            b = below[i, j]
+            if b <= r0 and r1 < b + len(inside):
+                result[i, j] = _lerp(inside[r0 - b], inside[r1 - b], h - r0)
+            else:  # the bracket missed its rank: again, four times wider
+                missed.append((i, j))
+        todo, width = missed, width * 4
+    return result
 
 
 def _inliers(rows: pd.DataFrame, schema: Schema, fences: dict) -> pd.DataFrame:
@@ -186,7 +293,7 @@ def _inliers(rows: pd.DataFrame, schema: Schema, fences: dict) -> pd.DataFrame:
 
 
 def _pass_moments(item, schema: Schema, fences: dict, cross: dict) -> RunningMoments:
-    rows, _, _ = _validated(item, schema, cross)
+    rows, _ = _validated(item, schema, cross, columns=list(schema.numeric))
     rm = RunningMoments()
     if len(rows):
         rm.update(_inliers(rows, schema, fences).to_numpy())
@@ -195,7 +302,8 @@ def _pass_moments(item, schema: Schema, fences: dict, cross: dict) -> RunningMom
 
 def _pass_write(item, dst: str, schema: Schema, params: dict, cross: dict) -> dict:
     name = Path(item[1]).name
-    rows, quarantine, repeated = _validated(item, schema, cross)
+    rows, repeated = _validated(item, schema, cross)
+    quarantine = _unspill(Path(cross["work"]) / "quarantine" / f"{item[0]:06d}.arrow")
     if len(repeated):  # quarantined as validated (the original text is not kept)
         why = _REPEATED_KEY.format(key=schema.key)
         late = repeated.astype(str).assign(reason=why, partition=name)
@@ -256,7 +364,9 @@ class CleanReport:
     ``rows_in = rows_out + sum(quarantined) + duplicates``, checked before
     the report is returned. ``fences``, ``median``, ``mean`` and ``std`` are
     the parameters applied (per numeric column; ``mean``/``std`` of the
-    values inside the fences); ``moments`` is their
+    values inside the fences); ``quartiles`` are the exact ``[Q1, Q3]`` of
+    each numeric column's kept values (the fences are
+    ``[Q1 - k·IQR, Q3 + k·IQR]``); ``moments`` is their
     :class:`~mlcomp.data.RunningMoments`.
 
     >>> import tempfile
@@ -279,6 +389,7 @@ class CleanReport:
     outliers: dict
     imputed: dict
     fences: dict
+    quartiles: dict
     median: dict
     mean: dict
     std: dict
@@ -293,7 +404,7 @@ class CleanReport:
         lines = [
             f"{self.partitions} partitions ({len(self.empty_partitions)} empty), "
             f"{self.rows_in:,} rows in, {self.rows_out:,} out, "
-            f"{self.duplicates:,} exact duplicates dropped (within partitions), "
+            f"{self.duplicates:,} exact duplicates dropped, "
             f"{sum(self.quarantined.values()):,} quarantined",
         ]
         lines += [
@@ -329,8 +440,13 @@ def clean_table(
     neither contain nor lie inside ``src``, and Parquet files already in
     ``dst`` are replaced only if an earlier run wrote them (otherwise
     :class:`FileExistsError`): nothing the pipeline did not write is deleted.
-    Outliers are values outside ``[Q1 - k·IQR, Q3 + k·IQR]``, quartiles estimated from a
-    ``sample_size``-row :class:`~mlcomp.data.HashSample`. With a Dask
+    Outliers are values outside ``[Q1 - k·IQR, Q3 + k·IQR]``, with the exact
+    quartiles of the kept rows; a ``sample_size``-row
+    :class:`~mlcomp.data.HashSample` only brackets them (a larger sample
+    keeps fewer values in memory in the quartile pass: about
+    ``5 N / sqrt(sample_size)`` per quantile of a column of ``N`` values).
+    The validated rows are kept between passes in ``dst/.work`` (about the
+    size of the input, lz4-compressed; removed at the end). With a Dask
     ``client`` the partitions are processed by its workers (which must see
     ``src`` and ``dst``); without one, one at a time in this process. The
     result is the same either way.
@@ -404,8 +520,9 @@ def clean_table(
                            work=str(work), buckets=len(files))  # fmt: skip
     _run(fn, items, client, progress, "validate, sample", fold_sample)
     drop, repeat = _cross_partition(work, len(files))
-    shutil.rmtree(work, ignore_errors=True)
-    cross = {"drop": drop, "repeat": repeat}
+    for buckets in ("rows", "keys"):
+        shutil.rmtree(work / buckets, ignore_errors=True)
+    cross = {"drop": drop, "repeat": repeat, "work": str(work)}
     counts["duplicates"] += int(sum(len(d) for d in drop))
     n_repeat = int(sum(len(r) for r in repeat))
     if n_repeat:
@@ -419,14 +536,15 @@ def clean_table(
             f"column(s) {empty} have no values in any partition (all missing): "
             "nothing to fill or scale them from; drop them from the Schema"
         )
-    q1, median, q3 = sample.quantile([0.25, 0.5, 0.75])
+    # pass 2: the quartiles and medians, exactly
+    q1, median, q3 = _exact_quantiles(items, schema, cross, sample, client, progress)
     fences = {}
     for j, column in enumerate(schema.numeric):
         if column in schema.outliers:
             iqr = q3[j] - q1[j]
             fences[column] = (float(q1[j] - k * iqr), float(q3[j] + k * iqr))
 
-    # pass 2: moments of the values inside the fences, merged in file order
+    # pass 3: moments of the values inside the fences, merged in file order
     parts: list = [None] * len(files)
     fn = functools.partial(_pass_moments, schema=schema, fences=fences, cross=cross)
     _run(fn, items, client, progress, "moments", parts.__setitem__)
@@ -436,7 +554,7 @@ def clean_table(
     mean, std = moments.mean, moments.std()
     std = np.where(std > 0, std, 1.0)
 
-    # pass 3: clean, fill, standardize, write
+    # pass 4: outliers out, fill, standardize, write
     params = {"fences": fences, "median": median, "mean": mean, "std": std}
     done = {"rows_out": 0, "outliers": {}, "imputed": {}}
 
@@ -449,6 +567,7 @@ def clean_table(
     fn = functools.partial(_pass_write, dst=str(dst), schema=schema, params=params,
                            cross=cross)  # fmt: skip
     _run(fn, items, client, progress, "write", fold_write)
+    shutil.rmtree(work, ignore_errors=True)
     names = list(schema.numeric)
     report = CleanReport(
         **counts,
@@ -456,6 +575,7 @@ def clean_table(
         outliers={c: done["outliers"].get(c, 0) for c in fences},
         imputed={c: done["imputed"].get(c, 0) for c in names},
         fences=fences,
+        quartiles={c: [float(q1[j]), float(q3[j])] for j, c in enumerate(names)},
         median=dict(zip(names, median.tolist(), strict=True)),
         mean=dict(zip(names, mean.tolist(), strict=True)),
         std=dict(zip(names, std.tolist(), strict=True)),
