@@ -338,6 +338,27 @@ def test_row_hashes_equal_rows_equal_hashes_over_dtypes():
     assert np.array_equal(dup, big.duplicated().to_numpy())
 
 
+def test_repeats_marks_every_later_copy_as_pandas_does():
+    rng = np.random.default_rng(3)
+    # few distinct values (long probe runs, a full table's worth of repeats),
+    # then values spread over all 64 bits, negative integers among them
+    for a in (rng.integers(0, 20, 5000), rng.integers(-(2**63), 2**63 - 1, 5000)):
+        a = np.r_[a, a[:100]].astype(np.int64)
+        expected = pd.Series(a).duplicated(keep="first").to_numpy()
+        assert np.array_equal(hashing.repeats(a), expected)
+        assert np.array_equal(hashing.repeats(a.view(np.uint64)), expected)
+    # pairs: equal only where both halves are
+    a, b = rng.integers(0, 4, 2000), rng.integers(0, 4, 2000)
+    pairs = pd.DataFrame({"a": a, "b": b}).duplicated(keep="first").to_numpy()
+    assert np.array_equal(hashing.repeats(a, b), pairs)
+    assert not np.array_equal(hashing.repeats(a), pairs)
+    assert hashing.repeats(np.zeros(0, np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match="64-bit integers"):
+        hashing.repeats(np.zeros(3, np.float64))
+    with pytest.raises(ValueError, match="of one length"):
+        hashing.repeats(np.zeros(3, np.int64), np.zeros(2, np.int64))
+
+
 def planted_pair(rng, size, overlap):
     """Two sets of `size` tokens sharing `overlap` of them."""
     common = {f"c{rng.integers(1 << 40)}" for _ in range(overlap)}
@@ -882,6 +903,8 @@ def test_copies_and_repeated_keys_across_partitions_are_found(tmp_path):
     later = base.iloc[:4].copy()
     later["row_id"] = [10, 11, 2, 13]  # rows 0, 1: copies under new keys
     later.loc[2:3, "age"] = [90.0, 91.0]  # row 2: other content, repeated key 2
+    # a whole copy, key included: dropped as a copy, not quarantined for its key
+    later = pd.concat([later, base.iloc[[4]]], ignore_index=True)
     base.to_parquet(src / "part-0.parquet")
     later.to_parquet(src / "part-1.parquet")
     for client in (None, "dask"):
@@ -892,7 +915,7 @@ def test_copies_and_repeated_keys_across_partitions_are_found(tmp_path):
         else:
             report = outofcore.clean_table(src, tmp_path / "here")
             out = pd.read_parquet(tmp_path / "here" / "table")
-        assert report.duplicates == 2
+        assert report.duplicates == 3
         assert report.quarantined == {"row_id repeats a key of an earlier partition": 1}
         assert sorted(out["row_id"]) == [0, 1, 2, 3, 4, 5, 13]
-        assert report.rows_in == 10 and report.rows_out == 7
+        assert report.rows_in == 11 and report.rows_out == 7

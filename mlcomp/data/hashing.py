@@ -12,7 +12,9 @@ Equal rows always get equal hashes; unequal rows collide with probability
 about ``2^-64`` per pair, so :func:`mlcomp.data.clean.exact_duplicates`
 compares the values of rows whose hashes match, and the cross-partition
 check of :func:`mlcomp.data.outofcore.clean_table` asks for two hashes
-under different seeds (128 bits).
+under different seeds (128 bits). That check finds the later copies among
+a bucket's hashes with :func:`repeats`, a hash table in numba: one pass,
+where sorting the bucket would take ``n log n``.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["row_hashes"]
+__all__ = ["row_hashes", "repeats"]
 
 _M = np.uint64(0xC6A4A7935BD1E995)  # MurmurHash64A's multiplier
-_NULL = np.uint64(0x9AE16A3B2F90404F)  # the hash of a missing value
 _CANONICAL_NAN = np.float64("nan").view(np.uint64)
 
 
@@ -162,3 +163,53 @@ def row_hashes(frame: pd.DataFrame, seed: int = 0) -> np.ndarray:
         other = pd.util.hash_array(column.to_numpy(dtype=object))
         _fold_words(acc, other, np.ones(n, bool), column_seed)
     return acc
+
+
+@numba.njit(cache=True)
+def _repeats(a, b):
+    """out[i]: whether the pair (a[i], b[i]) equals that of some j < i."""
+    n = a.size
+    size = 2
+    while size < 2 * n:  # at most half full: short probe runs
+        size <<= 1
+    mask = numba.uint64(size - 1)
+    m = numba.uint64(0xC6A4A7935BD1E995)
+    first = np.zeros(size, np.int64)  # 1 + the first index holding a pair; 0 empty
+    out = np.zeros(n, np.bool_)
+    for i in range(n):
+        slot = _finish(a[i] ^ (b[i] * m)) & mask
+        while True:
+            j = first[slot]
+            if j == 0:
+                first[slot] = i + 1
+                break
+            if a[j - 1] == a[i] and b[j - 1] == b[i]:
+                out[i] = True
+                break
+            slot = (slot + numba.uint64(1)) & mask
+    return out
+
+
+def repeats(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Whether each element (or pair ``(a[i], b[i])``) equals an earlier one.
+
+    One pass over a hash table with open addressing, compiled with numba:
+    linear time, where sorting would take ``n log n``. The first occurrence
+    of every value is ``False``, each later copy ``True``; ``a`` and ``b``
+    are 64-bit integers (viewed as unsigned).
+
+    >>> repeats(np.array([5, 3, 5, 5, 2])).tolist()
+    [False, False, True, True, False]
+    >>> repeats(np.array([1, 1, 1]), np.array([7, 8, 7])).tolist()
+    [False, False, True]
+    """
+    a = np.ascontiguousarray(a)
+    if a.ndim != 1 or a.dtype.itemsize != 8 or a.dtype.kind not in "iu":
+        raise ValueError(f"repeats needs a 1-D array of 64-bit integers, got {a.dtype}")
+    b = a if b is None else np.ascontiguousarray(b)
+    if b.shape != a.shape or b.dtype.itemsize != 8 or b.dtype.kind not in "iu":
+        raise ValueError(
+            f"repeats needs two 1-D arrays of 64-bit integers of one length, "
+            f"got shapes {a.shape} and {b.shape}"
+        )
+    return _repeats(a.view(np.uint64), b.view(np.uint64))

@@ -26,10 +26,11 @@ read the columns they need:
    bucket files by hash (a shuffle, as
    ``dask.dataframe.DataFrame.drop_duplicates`` does), and a
    :class:`~mlcomp.data.HashSample` of the numeric columns is merged across
-   partitions. The buckets are then read one at a time: a row equal to one
+   partitions. The buckets are then read, one task each: a row equal to one
    of an earlier partition is dropped as a duplicate, and a row whose key an
    earlier partition already holds is quarantined — in bounded memory (a
-   bucket holds about one partition's records);
+   bucket holds about one partition's records, and a hash table over them,
+   :func:`mlcomp.data.hashing.repeats`, finds the copies in linear time);
 2. **quartiles, exactly** — the sample brackets each quartile and median:
    an interval of values that holds the wanted rank with overwhelming
    probability (five standard errors of the sample's rank, plus two ranks).
@@ -69,7 +70,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 from mlcomp.data.cluster import connect, peak_memory_mib
-from mlcomp.data.hashing import row_hashes
+from mlcomp.data.hashing import repeats, row_hashes
 from mlcomp.data.reduce import moments, moments_graph, task_layers
 from mlcomp.data.sampling import HashSample
 from mlcomp.data.schema import (
@@ -154,41 +155,65 @@ def _bucket(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(records), np.concatenate(where)
 
 
-def _cross_partition(work: Path, n_files: int) -> tuple[list, list]:
+def _by_partition(part: np.ndarray, row: np.ndarray, n_files: int) -> list:
+    """Row indices grouped by partition: one sorted array per partition."""
+    order = np.lexsort((row, part))
+    part, row = part[order], row[order]
+    bounds = np.searchsorted(part, np.arange(n_files + 1))
+    return [row[bounds[i] : bounds[i + 1]] for i in range(n_files)]
+
+
+def _bucket_repeats(folder: str, dropped: np.ndarray | None = None) -> tuple:
+    """(partition, row) of each record of one bucket that repeats an earlier one.
+
+    A bucket's records come in partition order and row order within each, so
+    a record that :func:`~mlcomp.data.hashing.repeats` an earlier one is a
+    later copy. Without ``dropped``, a ``rows`` bucket: rows are equal when
+    both 64-bit hashes of their content are (a false match needs a 128-bit
+    collision). With it, a ``keys`` bucket: the rows ``dropped`` as copies
+    (sorted ids ``partition << 40 | row``) do not count.
+    """
+    rec, part = _bucket(Path(folder))
+    if dropped is None:
+        again = repeats(rec["h1"], rec["h2"])
+    else:
+        kept = ~_member((part << 40) + rec["row"], dropped)
+        again = np.zeros(len(rec), bool)
+        again[kept] = repeats(rec["key"][kept])
+    return part[again], rec["row"][again]
+
+
+def _cross_partition(work: Path, n_files: int, client, progress: bool) -> tuple:
     """Rows to drop (copies of a row in an earlier partition) and rows whose key
     repeats one of an earlier partition, as sorted row indices per partition.
 
-    One bucket at a time, so memory holds about one partition's records. Rows
-    are equal when both 64-bit hashes of their content are (a false match
-    needs a 128-bit collision); within a partition, validate already removed
-    copies and repeated keys, so every match found here spans partitions.
+    One task per bucket (here or on the workers), each holding about one
+    partition's records. Within a partition, validate already removed copies
+    and repeated keys, so every match found here spans partitions.
     """
-    drop: list[list] = [[] for _ in range(n_files)]
-    for folder in sorted((work / "rows").glob("*")):
-        rec, part = _bucket(folder)
-        order = np.lexsort((rec["row"], part, rec["h2"], rec["h1"]))
-        h1, h2 = rec["h1"][order], rec["h2"][order]
-        again = np.r_[False, (h1[1:] == h1[:-1]) & (h2[1:] == h2[:-1])]
-        for p, r in zip(part[order][again], rec["row"][order][again], strict=True):
-            drop[p].append(r)
-    dropped = np.array(  # one id per dropped row: partition and row together
-        [(p << 40) + r for p, rows in enumerate(drop) for r in rows], np.int64
-    )
-    repeat: list[list] = [[] for _ in range(n_files)]
-    for folder in sorted((work / "keys").glob("*")):
-        rec, part = _bucket(folder)
-        if dropped.size:
-            keep = ~np.isin((part << 40) + rec["row"], dropped)
-            rec, part = rec[keep], part[keep]
-        order = np.lexsort((rec["row"], part, rec["key"]))
-        key = rec["key"][order]
-        again = np.r_[False, key[1:] == key[:-1]]
-        for p, r in zip(part[order][again], rec["row"][order][again], strict=True):
-            repeat[p].append(r)
-    return (
-        [np.sort(np.array(d, np.int64)) for d in drop],
-        [np.sort(np.array(r, np.int64)) for r in repeat],
-    )
+    found, dropped = [], None
+    for kind, desc in (("rows", "copies"), ("keys", "repeated keys")):
+        folders = [str(f) for f in sorted((work / kind).glob("*"))]
+        results: list = [None] * len(folders)
+        fn = functools.partial(_bucket_repeats, dropped=dropped)
+        _run(fn, folders, client, progress, desc, results.__setitem__)
+        part = _concat([r[0] for r in results])
+        row = _concat([r[1] for r in results])
+        found.append(_by_partition(part, row, n_files))
+        dropped = np.sort((part << 40) + row)  # one id per dropped row
+    return found[0], found[1]
+
+
+def _concat(arrays: list) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_set`` (a sorted array)."""
+    if not sorted_set.size:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    return sorted_set[at] == values
 
 
 def _validated(item, schema: Schema, cross: dict, columns: list | None = None):
@@ -519,7 +544,7 @@ def clean_table(
     fn = functools.partial(_pass_sample, schema=schema, sample_size=sample_size,
                            work=str(work), buckets=len(files))  # fmt: skip
     _run(fn, items, client, progress, "validate, sample", fold_sample)
-    drop, repeat = _cross_partition(work, len(files))
+    drop, repeat = _cross_partition(work, len(files), client, progress)
     for buckets in ("rows", "keys"):
         shutil.rmtree(work / buckets, ignore_errors=True)
     cross = {"drop": drop, "repeat": repeat, "work": str(work)}
