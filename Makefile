@@ -44,6 +44,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	@# the learned codec's entropy model is tested against CompressAI's; its
+	@# metadata pins numpy<2 (and torch-geometric), which its entropy models do
+	@# not need, so it is installed without its dependencies
+	$(PY) -m pip install --quiet --no-deps "compressai==1.2.8"
 	touch $(STAMP)
 
 # the Jupyter kernel "mlcomp" that the notebooks name: this venv, pinned numerics

@@ -19,6 +19,7 @@ bad arguments exit with status 2.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -44,6 +45,8 @@ def _quality(info: dict) -> str:
     """What a zoo record says of its model's quality, in a few words."""
     if "val_bpc" in info:
         return f"held-out {info['val_bpc']:.3f} bits per character"
+    if "test_psnr" in info:
+        return f"held-out {info['test_bpp']:.3f} bits per pixel at {info['test_psnr']:.2f} dB"
     return f"test accuracy {info['test_accuracy']:.4f}"
 
 
@@ -390,6 +393,61 @@ def _text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from mlcomp import codec, vision
+
+    source = _existing(args.file)
+    out = Path(args.output)
+    _refuse_overwriting(out, source)
+    if args.action == "compress":
+        try:
+            name = codec.model_for(args.lam)
+            picture = vision.load_image(source)  # ImageError names the file
+            if picture.mode in ("RGBA", "LA", "P"):  # transparency laid on white
+                rgba = picture.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, "white")
+                picture = Image.alpha_composite(white, rgba)
+            image = np.asarray(picture.convert("RGB"))
+            net = codec.pretrained(name, progress=not args.quiet)
+            start = time.perf_counter()
+            data = net.compress(image)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        seconds = time.perf_counter() - start
+        with atomic_open(out) as f:
+            f.write(data)
+        h, w = image.shape[:2]
+        back = net.decompress(data)
+        print(f"{out}: {len(data):,} bytes for {w} x {h} pixels "
+              f"({8 * len(data) / (h * w):.3f} bits per pixel, header included), "
+              f"PSNR {codec.psnr(image, back):.2f} dB, with {name} in {seconds:.1f} s")  # fmt: skip
+        return 0
+    formats = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+    if out.suffix.lower() not in formats:
+        raise CommandError(
+            f"{out}: the decoded image is written losslessly: name it .png "
+            "(or .bmp, .tif, .ppm)"
+        )
+    data = Path(source).read_bytes()
+    name = codec.read_header(data)["model"]  # CorruptFileError for a bad file
+    if name not in codec.RECIPES:
+        raise CommandError(
+            f"{source} was coded with {name!r}, not one of this version's codecs "
+            f"({', '.join(codec.RECIPES)})"
+        )
+    image = codec.pretrained(name, progress=not args.quiet).decompress(data)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=formats[out.suffix.lower()])
+    with atomic_open(out) as f:
+        f.write(buffer.getvalue())
+    print(f"{out}: {image.shape[1]} x {image.shape[0]} pixels, CRC-32 checked, "
+          f"decoded with {name}")  # fmt: skip
+    return 0
+
+
 def _embed(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -609,6 +667,26 @@ def _parser() -> argparse.ArgumentParser:
                    "names)")  # fmt: skip
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_text)
+
+    p = commands.add_parser(
+        "image", help="code a photograph with the learned codec (chapter 2): .mlci"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("compress", help="IMAGE -> OUT.mlci")
+    q.add_argument("file", metavar="IMAGE",
+                   help="PNG, JPEG, BMP, TIFF, WebP, ...; any size up to 65536 a side")  # fmt: skip
+    q.add_argument("-o", "--output", required=True, help="the .mlci file to write")
+    q.add_argument("--lambda", dest="lam", type=float, default=None, metavar="L",
+                   help="the rate-distortion trade-off: the zoo codec trained with "
+                   "this lambda (0.0016: smallest files ... 0.0256: best quality; "
+                   "default 0.0064)")  # fmt: skip
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q = actions.add_parser("decompress", help="OUT.mlci -> IMAGE.png")
+    q.add_argument("file", metavar="OUT.mlci")
+    q.add_argument("-o", "--output", required=True, metavar="IMAGE.png",
+                   help="the image to write (PNG, BMP, TIFF or PPM: lossless)")  # fmt: skip
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_image)
 
     from mlcomp.encoder import VARIANTS  # torch and numpy only: cheap
 

@@ -7,6 +7,8 @@
   held-out works, so no scene is both trained on and tested on.
 * Palmer penguins (Horst, Hill & Gorman 2020): 344 rows with real missing
   values.
+* Photographs: the RGB sample images scikit-image and scikit-learn ship inside
+  their packages (eight to train a learned image codec on, three held out).
 
 Every loader looks for local files before it thinks of the network, and when
 it finds nothing it says exactly how to get the data.
@@ -353,6 +355,69 @@ def penguins():
             "pip install palmerpenguins"
         ) from exc
     return load_penguins()
+
+
+# --------------------------------------------------------------------------
+# Photographs
+# --------------------------------------------------------------------------
+
+# (package, file inside it): the colour photographs shipped in the wheels.
+# Training: scikit-image's RGB photographs; held out: its cat and
+# scikit-learn's two sample photos, never seen in training.
+PHOTOS = {
+    "train": (
+        ("skimage", "data/astronaut.png"),
+        ("skimage", "data/coffee.png"),
+        ("skimage", "data/hubble_deep_field.jpg"),
+        ("skimage", "data/ihc.png"),
+        ("skimage", "data/motorcycle_left.png"),
+        ("skimage", "data/motorcycle_right.png"),
+        ("skimage", "data/retina.jpg"),
+        ("skimage", "data/rocket.jpg"),
+    ),
+    "test": (
+        ("skimage", "data/chelsea.png"),
+        ("sklearn", "datasets/images/china.jpg"),
+        ("sklearn", "datasets/images/flower.jpg"),
+    ),
+}
+_PHOTO_PACKAGES = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
+
+
+def photos(split: str = "train") -> dict[str, np.ndarray]:
+    """The colour photographs of ``split`` (``train`` or ``test``): name -> uint8 HxWx3.
+
+    Read with Pillow from the files inside the installed packages (nothing is
+    imported from them, nothing downloaded). Five of the eleven files are
+    JPEGs already (``hubble_deep_field``, ``retina``, ``rocket``, ``china``,
+    ``flower``): their pixels carry a JPEG's blocking at high quality, which
+    a chapter comparing codecs must keep in mind.
+
+    >>> sorted(photos("test"))
+    ['chelsea', 'china', 'flower']
+    >>> photos("test")["china"].shape
+    (427, 640, 3)
+    """
+    import importlib.util
+
+    from PIL import Image
+
+    _check_split(split, tuple(PHOTOS))
+    out = {}
+    for package, file in PHOTOS[split]:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataNotFoundError(
+                f"the photographs come with the PyPI package {_PHOTO_PACKAGES[package]}"
+                f": pip install {_PHOTO_PACKAGES[package]}"
+            )
+        path = Path(spec.submodule_search_locations[0]) / file
+        try:
+            with Image.open(path) as image:
+                out[path.stem] = np.asarray(image.convert("RGB"))
+        except OSError as exc:
+            raise CorruptDataError(f"cannot read the photograph {path}: {exc}") from exc
+    return out
 
 
 # --------------------------------------------------------------------------

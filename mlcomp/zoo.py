@@ -180,6 +180,12 @@ def _lm():
     return lm
 
 
+def _codec():
+    from mlcomp import codec  # imported late: codec's recipes digest through zoo
+
+    return codec
+
+
 RECIPES: dict[str, Recipe | PruneRecipe] = {
     # About 75 s and 15 s of training on two cores (pinned numerics).
     "lenet5-fashion": Recipe("lenet5", epochs=7, lr=2e-3, min_test_accuracy=0.91),
@@ -228,6 +234,8 @@ RECIPES: dict[str, Recipe | PruneRecipe] = {
     },
     **_kws().RECIPES,
     **_lm().RECIPES,
+    # The learned image codecs (mlcomp.codec.RECIPES) join here once trained
+    # and shipped; until then mlcomp.codec trains them directly.
 }
 
 
@@ -331,6 +339,8 @@ def train_recipe(
         return _kws().train_recipe(recipe, progress=progress, cache_dir=cache_dir)
     if recipe.model == "gpt":
         return _lm().train_recipe(recipe, progress=progress, cache_dir=cache_dir)
+    if recipe.model == "codec":
+        return _codec().train_recipe(recipe, progress=progress, cache_dir=cache_dir)
     utils.set_seed(recipe.seed)
     net = models.create(recipe.model)
     data = datasets.fashion_mnist("train")

@@ -38,7 +38,7 @@ from mlcomp.coding._format import (
 )
 from mlcomp.coding.model import Categorical, default_precision, indexed_message
 
-__all__ = ["encode", "decode"]
+__all__ = ["encode", "decode", "encode_tabled", "decode_tabled"]
 
 _MAGIC, _VERSION = b"MLCR", 1
 _L = 1 << 31  # lower bound of the normalized state interval [L, L * 2**32)
@@ -190,4 +190,133 @@ def decode(data: bytes, max_symbols: int | None = None) -> np.ndarray:
     )  # fmt: skip
     if used != words.size:
         raise CorruptFileError("rANS payload is truncated or corrupted")
+    return out
+
+
+@numba.njit(cache=True)
+def _encode_tabled(symbols, rows, freq, cum, precision):  # pragma: no cover
+    """One state; symbol ``i`` is column ``symbols[i]`` of table row ``rows[i]``."""
+    n = symbols.size
+    out = np.empty(n + 2, np.uint32)  # at most one word per symbol, plus the flush
+    x = np.uint64(_L)
+    bound = np.uint64((_L >> precision) << 32)
+    p = np.uint64(precision)
+    pos = out.size
+    for i in range(n - 1, -1, -1):
+        r, s = rows[i], symbols[i]
+        f = np.uint64(freq[r, s])
+        if f == 0:
+            return out[:0], i  # a zero-frequency symbol cannot be coded
+        if x >= bound * f:
+            pos -= 1
+            out[pos] = np.uint32(x & np.uint64(0xFFFFFFFF))
+            x >>= np.uint64(32)
+        x = ((x // f) << p) + (x % f) + np.uint64(cum[r, s])
+    out[pos - 1] = np.uint32(x & np.uint64(0xFFFFFFFF))
+    out[pos - 2] = np.uint32(x >> np.uint64(32))
+    return out[pos - 2 :], -1
+
+
+@numba.njit(cache=True)
+def _decode_tabled(words, rows, freq, cum, precision):  # pragma: no cover
+    n = rows.size
+    out = np.empty(n, np.int64)
+    if words.size < 2:
+        return out, -1
+    x = (np.uint64(words[0]) << np.uint64(32)) | np.uint64(words[1])
+    pos = 2
+    p = np.uint64(precision)
+    mask = np.uint64((1 << precision) - 1)
+    k = freq.shape[1]
+    for i in range(n):
+        r = rows[i]
+        slot = x & mask
+        lo, hi = 0, k  # binary search: cum[r, s] <= slot < cum[r, s] + freq[r, s]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cum[r, mid] <= slot:
+                lo = mid
+            else:
+                hi = mid
+        s = lo  # the last entry at or below the slot: never a zero-width one
+        x = np.uint64(freq[r, s]) * (x >> p) + slot - np.uint64(cum[r, s])
+        if x < np.uint64(_L):
+            if pos >= words.size:
+                return out, -1
+            x = (x << np.uint64(32)) | np.uint64(words[pos])
+            pos += 1
+        out[i] = s
+    if x != np.uint64(_L):  # a valid stream ends where the encoder started
+        return out, -1
+    return out, pos
+
+
+def _check_tables(freq, precision: int) -> tuple[np.ndarray, np.ndarray]:
+    freq = np.asarray(freq)
+    if freq.ndim != 2 or freq.shape[1] < 1 or not np.issubdtype(freq.dtype, np.integer):
+        raise ValueError(f"freq must be a 2-D integer table, got {freq.dtype} {freq.shape}")
+    if not 1 <= precision <= MAX_PRECISION:
+        raise ValueError(f"precision must be in 1..{MAX_PRECISION}, got {precision}")
+    if (freq < 0).any() or (freq.sum(axis=1) != 1 << precision).any():
+        raise ValueError(f"every row of freq must be >= 0 and sum to 2**{precision}")
+    freq = freq.astype(np.uint64)
+    cum = np.zeros_like(freq)
+    np.cumsum(freq[:, :-1], axis=1, out=cum[:, 1:])
+    return freq, cum
+
+
+def _check_rows(rows, n_rows: int, size: int | None = None) -> np.ndarray:
+    rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+    if size is not None and rows.size != size:
+        raise ValueError(f"{size} symbols but {rows.size} table rows")
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ValueError(f"a table row index is outside 0 .. {n_rows - 1}")
+    return rows
+
+
+def encode_tabled(symbols, rows, freq, precision: int = 16) -> bytes:
+    """rANS-code ``symbols[i]`` with the frequencies ``freq[rows[i]]``; bare words.
+
+    The models are known to both sides (a learned entropy model's integer
+    tables, say), so nothing but the state's words is written: no header, no
+    table, no CRC (the caller frames the bytes). ``freq`` is an integer table
+    whose rows each sum to ``2**precision``; a symbol is a column of its row
+    and must have a non-zero frequency there.
+
+    >>> freq = np.array([[8, 8, 0, 0], [1, 1, 1, 13]])
+    >>> data = encode_tabled([0, 3, 1, 3], [0, 1, 0, 1], freq, precision=4)
+    >>> decode_tabled(data, [0, 1, 0, 1], freq, precision=4).tolist()
+    [0, 3, 1, 3]
+    """
+    freq, cum = _check_tables(freq, precision)
+    idx = np.ascontiguousarray(symbols, dtype=np.int64).reshape(-1)
+    rows = _check_rows(rows, freq.shape[0], idx.size)
+    if idx.size and (idx.min() < 0 or idx.max() >= freq.shape[1]):
+        raise ValueError(f"a symbol is outside 0 .. {freq.shape[1] - 1}")
+    words, bad = _encode_tabled(idx, rows, freq, cum, precision)
+    if bad >= 0:
+        raise ValueError(f"symbol {bad} has zero frequency in its table row")
+    return words.astype("<u4").tobytes()
+
+
+def decode_tabled(data: bytes, rows, freq, precision: int = 16) -> np.ndarray:
+    """Decode what :func:`encode_tabled` wrote, given the same rows and tables.
+
+    Raises :class:`~mlcomp.coding.CorruptFileError` when the words run out
+    early, are left over, or end in another state than the encoder's start.
+
+    >>> freq = np.array([[4, 12]])
+    >>> data = encode_tabled([1, 1, 0], [0, 0, 0], freq, precision=4)
+    >>> decode_tabled(data, [0, 0, 0], freq, precision=4).tolist()
+    [1, 1, 0]
+    """
+    freq, cum = _check_tables(freq, precision)
+    rows = _check_rows(rows, freq.shape[0])
+    data = bytes(data)
+    if len(data) % 4:
+        raise CorruptFileError("rANS words are not a whole number of 32-bit words")
+    words = np.frombuffer(data, "<u4").astype(np.uint32)
+    out, used = _decode_tabled(words, rows, freq, cum, precision)
+    if used != words.size:
+        raise CorruptFileError("rANS words are truncated or corrupted")
     return out
