@@ -425,7 +425,13 @@ def _image(args: argparse.Namespace) -> int:
               f"({8 * len(data) / (h * w):.3f} bits per pixel, header included), "
               f"PSNR {codec.psnr(image, back):.2f} dB, with {name} in {seconds:.1f} s")  # fmt: skip
         return 0
-    formats = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+    formats = {
+        ".png": "PNG",
+        ".bmp": "BMP",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+        ".ppm": "PPM",
+    }
     if out.suffix.lower() not in formats:
         raise CommandError(
             f"{out}: the decoded image is written losslessly: name it .png "

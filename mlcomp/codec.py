@@ -50,7 +50,13 @@ from torch import nn
 
 from mlcomp import utils
 from mlcomp.coding import rans
-from mlcomp.coding._format import CorruptFileError, pack, read_varints, unpack, write_varints
+from mlcomp.coding._format import (
+    CorruptFileError,
+    pack,
+    read_varints,
+    unpack,
+    write_varints,
+)
 from mlcomp.coding.model import Categorical
 
 __all__ = [
@@ -123,7 +129,12 @@ class FactorizedPrior(nn.Module):
     (torch.Size([1, 4, 2, 2]), True)
     """
 
-    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0):
+    def __init__(
+        self,
+        channels: int,
+        filters: tuple[int, ...] = (3, 3, 3),
+        init_scale: float = 10.0,
+    ):
         super().__init__()
         dims = (1, *filters, 1)
         scale = init_scale ** (1 / (len(dims) - 1))
@@ -134,7 +145,9 @@ class FactorizedPrior(nn.Module):
             # softplus(init) = 1 / (scale * fan_out): the initial cdf spreads
             # over about init_scale units
             init = math.log(math.expm1(1 / scale / dims[k + 1]))
-            self.matrices.append(nn.Parameter(torch.full((channels, dims[k + 1], dims[k]), init)))
+            self.matrices.append(
+                nn.Parameter(torch.full((channels, dims[k + 1], dims[k]), init))
+            )
             self.biases.append(nn.Parameter(torch.rand(channels, dims[k + 1], 1) - 0.5))
             if k < len(dims) - 2:
                 self.factors.append(nn.Parameter(torch.zeros(channels, dims[k + 1], 1)))
@@ -222,7 +235,9 @@ class Codec(nn.Module):
             return nn.ConvTranspose2d(i, o, 5, stride=2, padding=2, output_padding=1)
 
         n, m = channels, latent
-        self.analysis = nn.Sequential(down(3, n), GDN(n), down(n, n), GDN(n), down(n, m))
+        self.analysis = nn.Sequential(
+            down(3, n), GDN(n), down(n, n), GDN(n), down(n, m)
+        )
         self.synthesis = nn.Sequential(
             up(m, n), GDN(n, inverse=True), up(n, n), GDN(n, inverse=True), up(n, 3)
         )
@@ -261,7 +276,9 @@ class Codec(nn.Module):
         q = self.latents(image)
         freq = self.prior.freq.numpy()
         offset = self.prior.offset.numpy().astype(np.int64)
-        rows = np.broadcast_to(np.arange(q.shape[0])[:, None, None], q.shape).reshape(-1)
+        rows = np.broadcast_to(np.arange(q.shape[0])[:, None, None], q.shape).reshape(
+            -1
+        )
         k = (q - offset[:, None, None]).reshape(-1) + 1  # column of each value
         inside = (k >= 1) & (k < WINDOW)
         inside[inside] = freq[rows[inside], k[inside]] > 0
@@ -288,7 +305,9 @@ class Codec(nn.Module):
         payload = info["payload"]
         if escape_bytes > len(payload):
             raise CorruptFileError("image stream's escape values are truncated")
-        escapes, used = read_varints(payload[:escape_bytes], n_escapes, 0, "escape values")
+        escapes, used = read_varints(
+            payload[:escape_bytes], n_escapes, 0, "escape values"
+        )
         if used != escape_bytes:
             raise CorruptFileError("image stream's escape values have trailing bytes")
         m = self.prior.channels
@@ -299,7 +318,9 @@ class Codec(nn.Module):
         )
         escaped = symbols == 0
         if int(escaped.sum()) != n_escapes:
-            raise CorruptFileError("image stream's escape count does not match its data")
+            raise CorruptFileError(
+                "image stream's escape count does not match its data"
+            )
         offset = self.prior.offset.numpy().astype(np.int64)
         q = symbols - 1 + offset[rows]
         z = np.array(escapes, dtype=np.int64)
@@ -340,15 +361,24 @@ def read_header(data: bytes) -> dict:
         raise CorruptFileError("image stream header names no model") from exc
     fingerprint = header[1 + n : 9 + n]
     sizes, pos = read_varints(header, 4, 9 + n, "image stream header")
-    if pos != len(header) or not (1 <= sizes[0] <= 1 << 16 and 1 <= sizes[1] <= 1 << 16):
+    if pos != len(header) or not (
+        1 <= sizes[0] <= 1 << 16 and 1 <= sizes[1] <= 1 << 16
+    ):
         raise CorruptFileError("image stream header has invalid sizes")
-    return {"model": model, "fingerprint": fingerprint, "sizes": sizes, "payload": payload}
+    return {
+        "model": model,
+        "fingerprint": fingerprint,
+        "sizes": sizes,
+        "payload": payload,
+    }
 
 
 def _check_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"an image is uint8 H x W x 3, got {image.dtype} {image.shape}")
+        raise ValueError(
+            f"an image is uint8 H x W x 3, got {image.dtype} {image.shape}"
+        )
     if min(image.shape[:2]) < 1 or max(image.shape[:2]) > 1 << 16:
         raise ValueError(f"image sides must be in 1 .. 65536, got {image.shape[:2]}")
     return image
@@ -427,10 +457,14 @@ class CodecRecipe:
     model = "codec"
 
     def __post_init__(self) -> None:
-        if not (self.lam > 0 and self.steps >= 1 and self.lr > 0 and self.batch_size >= 1):
+        if not (
+            self.lam > 0 and self.steps >= 1 and self.lr > 0 and self.batch_size >= 1
+        ):
             raise ValueError(f"invalid recipe {self}")
         if self.crop < FACTOR or self.crop % FACTOR:
-            raise ValueError(f"crop must be a positive multiple of {FACTOR}, got {self.crop}")
+            raise ValueError(
+                f"crop must be a positive multiple of {FACTOR}, got {self.crop}"
+            )
 
     def build(self) -> Codec:
         return Codec(self.channels, self.latent)
@@ -469,7 +503,9 @@ def model_for(lam: float | None = None) -> str:
     raise ValueError(f"no codec was trained with lambda {lam:g}; choose from {known}")
 
 
-def _crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+def _crops(
+    images: list[np.ndarray], n: int, size: int, rng: np.random.Generator
+) -> torch.Tensor:
     """``n`` random crops (images drawn by area), each flipped at random."""
     area = np.array([im.shape[0] * im.shape[1] for im in images], np.float64)
     which = rng.choice(len(images), size=n, p=area / area.sum())
@@ -508,7 +544,10 @@ def rate_distortion(code, images: dict[str, np.ndarray]) -> dict:
         pixels += image.shape[0] * image.shape[1]
         sq += float(np.sum((image.astype(np.float64) - back) ** 2))
     mse = sq / (3 * pixels)
-    return {"bpp": bits / pixels, "psnr": math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)}
+    return {
+        "bpp": bits / pixels,
+        "psnr": math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse),
+    }
 
 
 def dct(image: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
@@ -530,7 +569,9 @@ def dct(image: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
     return b"".join(streams), back
 
 
-def train_recipe(recipe: CodecRecipe, progress: bool = True, cache_dir=None) -> tuple[Codec, dict]:
+def train_recipe(
+    recipe: CodecRecipe, progress: bool = True, cache_dir=None
+) -> tuple[Codec, dict]:
     """Train a codec by ``recipe``; return it (eval mode, prior frozen) and metrics.
 
     The metrics are the real bytes' bits per pixel and PSNR on the held-out
@@ -541,9 +582,9 @@ def train_recipe(recipe: CodecRecipe, progress: bool = True, cache_dir=None) -> 
     >>> sorted(info)
     ['test_bpp', 'test_psnr', 'train_seconds']
     """
-    from mlcomp import datasets
-
     from tqdm.auto import tqdm
+
+    from mlcomp import datasets
 
     images = list(datasets.photos("train").values())
     utils.set_seed(recipe.seed)
@@ -555,14 +596,18 @@ def train_recipe(recipe: CodecRecipe, progress: bool = True, cache_dir=None) -> 
     start = time.perf_counter()
     try:
         net.train()
-        bar = tqdm(range(recipe.steps), desc=f"codec lambda={recipe.lam}", disable=not progress)
+        bar = tqdm(
+            range(recipe.steps), desc=f"codec lambda={recipe.lam}", disable=not progress
+        )
         for step in bar:
             t = step / max(1, recipe.steps - 1)
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
             x = _crops(images, recipe.batch_size, recipe.crop, rng)
             x_hat, likelihood = net(x)
-            rate = -torch.log2(likelihood).sum() / (x.shape[0] * x.shape[2] * x.shape[3])
+            rate = -torch.log2(likelihood).sum() / (
+                x.shape[0] * x.shape[2] * x.shape[3]
+            )
             mse = F.mse_loss(x_hat, x)
             loss = rate + recipe.lam * 255**2 * mse
             optimizer.zero_grad()
@@ -570,7 +615,9 @@ def train_recipe(recipe: CodecRecipe, progress: bool = True, cache_dir=None) -> 
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
             if step % 50 == 0:
-                bar.set_postfix(bpp=f"{rate.item():.3f}", psnr=f"{-10 * math.log10(mse.item()):.2f}")
+                bar.set_postfix(
+                    bpp=f"{rate.item():.3f}", psnr=f"{-10 * math.log10(mse.item()):.2f}"
+                )
     finally:
         torch.set_num_threads(threads_before)
     seconds = time.perf_counter() - start

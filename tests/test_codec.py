@@ -21,7 +21,9 @@ def photo(h=37, w=53, seed=0):
     """A smooth colour image with some noise (not constant, not white noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([128 + 100 * np.sin(xx / 7 + c) * np.cos(yy / 5) for c in range(3)], -1)
+    base = np.stack(
+        [128 + 100 * np.sin(xx / 7 + c) * np.cos(yy / 5) for c in range(3)], -1
+    )
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
@@ -46,7 +48,9 @@ def test_tabled_rans_round_trips_and_costs_the_cross_entropy():
     data = rans.encode_tabled(symbols, rows, freq)
     assert np.array_equal(rans.decode_tabled(data, rows, freq), symbols)
     ideal = -np.log2(freq[rows, symbols] / 2**16).sum()
-    assert ideal <= 8 * len(data) <= ideal + 64 + 1e-4 * ideal  # the flush, and little else
+    assert (
+        ideal <= 8 * len(data) <= ideal + 64 + 1e-4 * ideal
+    )  # the flush, and little else
 
 
 def test_tabled_rans_empty_and_single_symbol():
@@ -98,10 +102,14 @@ def test_noise_proxy_density_is_the_rounding_probability():
         cdf = torch.sigmoid(prior.logits(cdf_inverse_grid.view(1, 1, -1)))[0, 0]
         u = torch.rand(400_000, generator=torch.Generator().manual_seed(0))
         y = cdf_inverse_grid[torch.searchsorted(cdf, u).clamp(max=20000)]  # y ~ prior
-        noisy = y + torch.rand(y.shape, generator=torch.Generator().manual_seed(1)) - 0.5
+        noisy = (
+            y + torch.rand(y.shape, generator=torch.Generator().manual_seed(1)) - 0.5
+        )
         t = torch.tensor([-1.0, 0.0, 0.7, 2.0])
         h = 0.05
-        density = torch.stack([((noisy - v).abs() < h).float().mean() / (2 * h) for v in t])
+        density = torch.stack(
+            [((noisy - v).abs() < h).float().mean() / (2 * h) for v in t]
+        )
         p = prior.likelihood(t.view(1, 1, 1, -1))[0, 0, 0]
     assert torch.allclose(density, p, atol=0.01)
 
@@ -129,7 +137,9 @@ def test_frozen_tables_sum_to_the_precision_and_follow_the_density():
     assert (freq[:, 0] >= 1).all()  # the escape is always codable
     with torch.no_grad():
         values = prior.offset[:, None].float() + torch.arange(codec.WINDOW - 1)
-        p = prior.likelihood(values.T[None, :, :, None].transpose(1, 2).reshape(1, 4, -1, 1))
+        p = prior.likelihood(
+            values.T[None, :, :, None].transpose(1, 2).reshape(1, 4, -1, 1)
+        )
     p = p[0, :, :, 0].numpy()
     q = freq[:, 1:] / 2**codec.PRECISION
     assert np.abs(p - q).max() < 2e-3  # integer frequencies of the same pmf
@@ -217,7 +227,9 @@ def test_psnr_and_jpeg():
 
 
 def test_training_lowers_the_loss_and_writes_metrics():
-    recipe = codec.CodecRecipe(steps=60, batch_size=4, crop=32, channels=8, latent=8, lam=0.01)
+    recipe = codec.CodecRecipe(
+        steps=60, batch_size=4, crop=32, channels=8, latent=8, lam=0.01
+    )
     net, info = codec.train_recipe(recipe, progress=False)
     assert net.prior.frozen and not net.training
     assert info["test_bpp"] > 0 and 10 < info["test_psnr"] < 60
@@ -228,7 +240,10 @@ def test_training_lowers_the_loss_and_writes_metrics():
 def test_photos_are_split_and_refuse_unknown_splits():
     train, test = datasets.photos("train"), datasets.photos("test")
     assert not set(train) & set(test)
-    assert all(im.dtype == np.uint8 and im.shape[2] == 3 for im in [*train.values(), *test.values()])
+    assert all(
+        im.dtype == np.uint8 and im.shape[2] == 3
+        for im in [*train.values(), *test.values()]
+    )
     with pytest.raises(ValueError, match="split"):
         datasets.photos("val")
 
@@ -249,7 +264,9 @@ def test_image_command_round_trips_a_photograph(tmp_path, capsys):
     assert cli.main(["image", "compress", str(src), "-o", str(coded), "--quiet"]) == 0
     said = capsys.readouterr().out
     assert "bits per pixel" in said and codec.model_for() in said
-    assert cli.main(["image", "decompress", str(coded), "-o", str(back), "--quiet"]) == 0
+    assert (
+        cli.main(["image", "decompress", str(coded), "-o", str(back), "--quiet"]) == 0
+    )
     net = codec.pretrained(codec.model_for(), progress=False)
     decoded = np.asarray(Image.open(back))
     assert np.array_equal(decoded, net.decompress(coded.read_bytes()))
@@ -267,13 +284,19 @@ def test_image_command_refuses_bad_input_in_one_line(tmp_path, capsys):
 
     text = tmp_path / "notes.txt"
     text.write_text("not a picture")
-    assert cli.main(["image", "compress", str(text), "-o", str(tmp_path / "x.mlci")]) == 1
+    assert (
+        cli.main(["image", "compress", str(text), "-o", str(tmp_path / "x.mlci")]) == 1
+    )
     err = capsys.readouterr().err
     assert "not an image" in err and err.count("\n") == 1
     assert cli.main(["image", "compress", str(text), "-o", str(tmp_path / "x.mlci"),
                      "--lambda", "0.3"]) == 1  # fmt: skip
     assert "choose from 0.0016, 0.0064, 0.0256" in capsys.readouterr().err
-    assert cli.main(["image", "decompress", str(text), "-o", str(tmp_path / "x.png")]) == 1
+    assert (
+        cli.main(["image", "decompress", str(text), "-o", str(tmp_path / "x.png")]) == 1
+    )
     assert "not a MLCI stream" in capsys.readouterr().err
-    assert cli.main(["image", "decompress", str(text), "-o", str(tmp_path / "x.jpg")]) == 1
+    assert (
+        cli.main(["image", "decompress", str(text), "-o", str(tmp_path / "x.jpg")]) == 1
+    )
     assert "losslessly" in capsys.readouterr().err

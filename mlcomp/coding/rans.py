@@ -254,7 +254,9 @@ def _decode_tabled(words, rows, freq, cum, precision):  # pragma: no cover
 def _check_tables(freq, precision: int) -> tuple[np.ndarray, np.ndarray]:
     freq = np.asarray(freq)
     if freq.ndim != 2 or freq.shape[1] < 1 or not np.issubdtype(freq.dtype, np.integer):
-        raise ValueError(f"freq must be a 2-D integer table, got {freq.dtype} {freq.shape}")
+        raise ValueError(
+            f"freq must be a 2-D integer table, got {freq.dtype} {freq.shape}"
+        )
     if not 1 <= precision <= MAX_PRECISION:
         raise ValueError(f"precision must be in 1..{MAX_PRECISION}, got {precision}")
     if (freq < 0).any() or (freq.sum(axis=1) != 1 << precision).any():
