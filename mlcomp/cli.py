@@ -46,7 +46,8 @@ def _quality(info: dict) -> str:
     if "val_bpc" in info:
         return f"held-out {info['val_bpc']:.3f} bits per character"
     if "test_psnr" in info:
-        return f"held-out {info['test_bpp']:.3f} bits per pixel at {info['test_psnr']:.2f} dB"
+        bpp, db = info["test_bpp"], info["test_psnr"]
+        return f"held-out {bpp:.3f} bits per pixel at {db:.2f} dB"
     return f"test accuracy {info['test_accuracy']:.4f}"
 
 
@@ -423,7 +424,8 @@ def _image(args: argparse.Namespace) -> int:
         back = net.decompress(data)
         print(f"{out}: {len(data):,} bytes for {w} x {h} pixels "
               f"({8 * len(data) / (h * w):.3f} bits per pixel, header included), "
-              f"PSNR {codec.psnr(image, back):.2f} dB, with {name} in {seconds:.1f} s")  # fmt: skip
+              f"PSNR {codec.psnr(image, back):.2f} dB, with {name} "
+              f"in {seconds:.1f} s")  # fmt: skip
         return 0
     formats = {
         ".png": "PNG",
@@ -680,7 +682,7 @@ def _parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("compress", help="IMAGE -> OUT.mlci")
     q.add_argument("file", metavar="IMAGE",
-                   help="PNG, JPEG, BMP, TIFF, WebP, ...; any size up to 65536 a side")  # fmt: skip
+                   help="PNG, JPEG, BMP, TIFF, WebP; up to 65536 a side")  # fmt: skip
     q.add_argument("-o", "--output", required=True, help="the .mlci file to write")
     q.add_argument("--lambda", dest="lam", type=float, default=None, metavar="L",
                    help="the rate-distortion trade-off: the zoo codec trained with "
@@ -690,7 +692,7 @@ def _parser() -> argparse.ArgumentParser:
     q = actions.add_parser("decompress", help="OUT.mlci -> IMAGE.png")
     q.add_argument("file", metavar="OUT.mlci")
     q.add_argument("-o", "--output", required=True, metavar="IMAGE.png",
-                   help="the image to write (PNG, BMP, TIFF or PPM: lossless)")  # fmt: skip
+                   help="image to write (lossless: PNG, BMP, TIFF, PPM)")  # fmt: skip
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_image)
 

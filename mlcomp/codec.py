@@ -160,14 +160,19 @@ class FactorizedPrior(nn.Module):
 
     def logits(self, v: torch.Tensor) -> torch.Tensor:
         """The logit of every channel's cdf at ``v`` (channels, 1, N)."""
-        for k, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+        for k, (matrix, bias) in enumerate(
+            zip(self.matrices, self.biases, strict=True)
+        ):
             v = torch.matmul(F.softplus(matrix), v) + bias
             if k < len(self.factors):
                 v = v + torch.tanh(self.factors[k]) * torch.tanh(v)
         return v
 
     def likelihood(self, y: torch.Tensor) -> torch.Tensor:
-        """``c(y + 1/2) - c(y - 1/2)`` per element of ``y`` (B, C, H, W), floored at 1e-9."""
+        """``c(y + 1/2) - c(y - 1/2)`` per element of ``y`` (B, C, H, W).
+
+        Floored at 1e-9 so that the rate's logarithm stays finite.
+        """
         b, c, h, w = y.shape
         v = y.transpose(0, 1).reshape(c, 1, -1)
         lower, upper = self.logits(v - 0.5), self.logits(v + 0.5)
@@ -264,7 +269,10 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def latents(self, image: np.ndarray) -> np.ndarray:
-        """The rounded latents of an image (uint8 H x W x 3): int64 (M, ceil(H/8), ceil(W/8))."""
+        """The rounded latents of an image (uint8 H x W x 3).
+
+        Returns int64 of shape (M, ceil(H/8), ceil(W/8)).
+        """
         x = _to_tensor(image)
         return torch.round(self.analysis(x))[0].to(torch.int64).numpy()
 
@@ -385,7 +393,10 @@ def _check_image(image) -> np.ndarray:
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 H x W x 3 -> (1, 3, H', W') in [0, 1], edges replicated up to multiples of 8."""
+    """uint8 H x W x 3 -> (1, 3, H', W') in [0, 1].
+
+    Edges are replicated up to multiples of 8.
+    """
     image = _check_image(image)
     h, w = image.shape[:2]
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255

@@ -272,8 +272,8 @@ def test_image_command_round_trips_a_photograph(tmp_path, capsys):
     assert np.array_equal(decoded, net.decompress(coded.read_bytes()))
     assert codec.psnr(image, decoded) > 20
     small = tmp_path / "small.mlci"
-    assert cli.main(["image", "compress", str(src), "-o", str(small), "--lambda", "0.0016",
-                     "--quiet"]) == 0  # fmt: skip
+    args = ["image", "compress", str(src), "-o", str(small), "--lambda", "0.0016"]
+    assert cli.main([*args, "--quiet"]) == 0
     assert small.stat().st_size < coded.stat().st_size
     assert codec.read_header(small.read_bytes())["model"] == "codec-l0016"
 
