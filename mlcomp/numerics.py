@@ -1,4 +1,4 @@
-"""Pinned numerics: the same PyTorch arithmetic, bit for bit, on every x86-64 CPU.
+"""Pinned numerics: the same PyTorch arithmetic, bit for bit, wherever it can be.
 
 PyTorch's CPU kernels pick their code path from the processor's instruction
 set in three libraries: ATen's own vectorized kernels
@@ -11,8 +11,13 @@ parallel reduction splits its work by thread and adds the parts in that
 order.
 
 This module pins all four to what every x86-64 CPU of the last decade has
-(AVX2, two threads). The variables are read once, when ``torch`` is first
-imported, so they must be in the environment before that:
+(AVX2, two threads). ATen and oneDNN then take their AVX2 paths on any such
+CPU; MKL does so on Intel CPUs only, and on an AMD CPU takes its own path
+(:func:`mkl_branch`), so Intel and AMD machines agree on everything but the
+last bits of matrix products, which is enough for weights trained on one
+not to be re-made bit for bit on the other. The variables are read once,
+when ``torch`` is first imported, so they must be in the environment
+before that:
 
 * ``import mlcomp`` sets them (unless already set) when torch is not yet
   imported, and so does every process the project starts: the Makefile
@@ -38,6 +43,8 @@ __all__ = [
     "PINNED",
     "THREADS",
     "cpu_flags",
+    "cpu_vendor",
+    "mkl_branch",
     "has_native_bf16",
     "has_vnni",
     "environment",
@@ -107,9 +114,14 @@ def report() -> dict[str, object]:
     another path: the asserts hold there, the digits may not) with
     :data:`THREADS` threads.
 
+    ``mkl_branch`` and ``cpu_vendor`` say which digits MKL's matrix products
+    give here (see :func:`mkl_branch`): two processes print the same digits
+    only where both agree.
+
     >>> r = report()
-    >>> sorted(r)
-    ['aten_capability', 'cpu_capability', 'pinned', 'threads', 'variables']
+    >>> sorted(r)  # doctest: +NORMALIZE_WHITESPACE
+    ['aten_capability', 'cpu_capability', 'cpu_vendor', 'mkl_branch', 'pinned',
+     'threads', 'variables']
     """
     import torch
 
@@ -124,6 +136,8 @@ def report() -> dict[str, object]:
         "pinned": pinned,
         "aten_capability": aten,
         "cpu_capability": _cpu_capability(),
+        "cpu_vendor": cpu_vendor(),
+        "mkl_branch": mkl_branch(),
         "threads": torch.get_num_threads(),
         "variables": variables,
     }
@@ -146,6 +160,55 @@ def cpu_flags() -> set[str]:
         )
     except (OSError, StopIteration):
         return set()
+
+
+def cpu_vendor() -> str:
+    """Who made this CPU: ``"Intel"``, ``"AMD"``, another vendor id, or ``"unknown"``.
+
+    >>> cpu_vendor() in ("Intel", "AMD", "unknown") or bool(cpu_vendor())
+    True
+    """
+    try:
+        vendor = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("vendor_id")
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor)
+
+
+def mkl_branch(env=None) -> str:
+    """The code path of MKL's matrix products in a process started with ``env``.
+
+    ``MKL_CBWR=AVX2`` holds MKL to its AVX2 kernels only on an Intel CPU
+    with AVX2. On any other CPU MKL ignores the named branch and takes its
+    ``AUTO`` branch (oneMKL Developer Guide, "Getting Started with
+    Conditional Numerical Reproducibility"): its own kernels for that CPU,
+    still the same from run to run, but summing in another order than
+    Intel's AVX2 kernels. So an AMD CPU and an Intel CPU give products that
+    differ in their last bits, and weights trained on one are not re-made
+    bit for bit on the other: ``"AVX2"`` here means the digits of every
+    Intel CPU with AVX2, ``"AUTO"`` those of this kind of CPU only. (Only
+    ``MKL_CBWR=COMPATIBLE``, MKL's SSE2 path, is documented to agree across
+    vendors, and its products are slower.)
+
+    >>> mkl_branch({"MKL_CBWR": "AVX2"}) in ("AVX2", "AUTO")
+    True
+    >>> mkl_branch({})
+    'off'
+    """
+    env = os.environ if env is None else env
+    branch = env.get("MKL_CBWR", "").split(",")[0].strip().upper()
+    branch = branch.removeprefix("BRANCH=")
+    if not branch:
+        return "off"
+    if branch in ("AUTO", "COMPATIBLE"):
+        return branch
+    if cpu_vendor() != "Intel":
+        return "AUTO"
+    return branch
 
 
 def has_vnni() -> bool:

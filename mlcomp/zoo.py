@@ -449,6 +449,9 @@ def _save(name: str, net: nn.Module, recipe, metrics: dict, folder: Path) -> dic
         "torch": torch.__version__.split("+")[0],
         "numerics": "pinned" if report["pinned"] else "native",
         "aten_capability": report["aten_capability"],
+        # MKL's products take Intel's AVX2 path on Intel CPUs only (numerics.mkl_branch)
+        "mkl_branch": report["mkl_branch"],
+        "cpu_vendor": report["cpu_vendor"],
         **metrics,
     }
     with utils.atomic_open(meta) as f:
@@ -741,35 +744,37 @@ def _run_parallel(order: list[str], jobs: int, progress: bool, target) -> None:
     idle = [_Worker(target, jobs) for _ in range(jobs)]
     workers = list(idle)
     bar = tqdm(total=len(order), desc="zoo", unit="model", disable=not progress)
+    pool = concurrent.futures.ThreadPoolExecutor(len(workers))
     try:
-        with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
-            running: dict[concurrent.futures.Future, tuple[str, _Worker]] = {}
-            while pending or running:
-                ready = [n for n in pending if needs[n] <= done]
-                while idle and ready:
-                    name = max(ready, key=lambda n: (rank[n], -order.index(n)))
-                    ready.remove(name)
-                    pending.remove(name)
-                    worker = idle.pop()
-                    running[pool.submit(worker.train, name)] = (name, worker)
-                bar.set_postfix_str(", ".join(sorted(n for n, _ in running.values())))
-                finished, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for future in finished:
-                    name, worker = running.pop(future)
-                    reply = future.result()
-                    if "error" in reply:
-                        for _, other in running.values():
-                            other.close()
-                        raise RuntimeError(f"training {name} failed: {reply['error']}")
-                    done.add(name)
-                    idle.append(worker)
-                    bar.update()
+        running: dict[concurrent.futures.Future, tuple[str, _Worker]] = {}
+        while pending or running:
+            ready = [n for n in pending if needs[n] <= done]
+            while idle and ready:
+                name = max(ready, key=lambda n: (rank[n], -order.index(n)))
+                ready.remove(name)
+                pending.remove(name)
+                worker = idle.pop()
+                running[pool.submit(worker.train, name)] = (name, worker)
+            bar.set_postfix_str(", ".join(sorted(n for n, _ in running.values())))
+            finished, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in finished:
+                name, worker = running.pop(future)
+                reply = future.result()
+                if "error" in reply:
+                    raise RuntimeError(f"training {name} failed: {reply['error']}")
+                done.add(name)
+                idle.append(worker)
+                bar.update()
     finally:
+        # the workers go first, whatever stopped the loop (a failed model, an
+        # interrupt, a test's timeout): a thread blocked reading a live
+        # worker's reply would otherwise keep the pool, and this call, waiting
         bar.close()
         for worker in workers:
             worker.close()
+        pool.shutdown(wait=True)
 
 
 def _serve() -> None:

@@ -190,6 +190,7 @@ def test_every_registered_model_is_shipped_by_its_current_recipe(name):
     )
     assert info["sha256"] == zoo._sha256(zoo.SHIPPED_DIR / f"{name}.safetensors")
     assert info["numerics"] == "pinned" and info["aten_capability"] == "AVX2"
+    assert info["mkl_branch"] in ("AVX2", "AUTO") and info["cpu_vendor"]
     recipe = RECIPES[name]
     if isinstance(recipe, zoo.PruneRecipe):  # made from the base that is shipped now
         assert info["base_sha256"] == shipped_record(recipe.base)["sha256"], (
@@ -285,6 +286,36 @@ def test_a_worker_reports_a_failed_model_in_one_line():
     assert "exited with status" in worker.train("lenet300-fashion")["error"]
 
 
+def test_an_interrupted_parallel_run_stops_its_workers(monkeypatch):
+    import concurrent.futures
+    import threading
+
+    class Blocking:  # a worker that trains until it is closed
+        made = []
+
+        def __init__(self, target, jobs):
+            self.stop = threading.Event()
+            Blocking.made.append(self)
+
+        def train(self, name):
+            self.closed_in_time = self.stop.wait(20)  # the old code waited here
+            return {"name": name, "error": "closed"}
+
+        def close(self):
+            self.stop.set()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo, "_Worker", Blocking)
+    monkeypatch.setattr(zoo, "_prepare", lambda order: None)
+    monkeypatch.setattr(concurrent.futures, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        zoo._run_parallel(["lenet300-fashion", "lenet5-fashion"], 2, False, None)
+    assert len(Blocking.made) == 2
+    assert all(w.closed_in_time for w in Blocking.made)
+
+
 def test_retraining_reproduces_the_shipped_weights_bit_for_bit(tmp_path):
     report = zoo.numerics.report()
     if report["cpu_capability"] not in ("AVX2", "AVX512"):
@@ -293,6 +324,14 @@ def test_retraining_reproduces_the_shipped_weights_bit_for_bit(tmp_path):
     if made_by != torch.__version__.split("+")[0]:
         pytest.skip(f"the shipped weights were made by torch {made_by}")
     assert report["pinned"], f"run under the pinned numerics (make unit): {report}"
+    made_on = shipped_record(REPRODUCED[0])
+    here = (report["cpu_vendor"], report["mkl_branch"])
+    if (made_on["cpu_vendor"], made_on["mkl_branch"]) != here:
+        pytest.skip(
+            f"the shipped weights were made on an {made_on['cpu_vendor']} CPU (MKL "
+            f"branch {made_on['mkl_branch']}), this is {here[0]} ({here[1]}): MKL's "
+            "products differ in their last bits between the two"
+        )
     # two worker processes (jobs=2): the weights must not depend on it
     records = zoo.retrain_shipped(REPRODUCED, folder=tmp_path, include_dependents=False,
                                   progress=False, jobs=2)  # fmt: skip
