@@ -88,6 +88,7 @@ book: setup
 	$(JB)
 
 unit: zoo
+	$(VENV)/bin/mlcomp numerics
 	$(PY) -m pytest tests mlcomp
 
 nbval: zoo

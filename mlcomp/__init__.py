@@ -31,7 +31,7 @@ imported on first use.
 * :mod:`mlcomp.vision` — chapter 7's compressed LeNet-5 on any picture
   (``mlcomp look``)
 * :mod:`mlcomp.cli` — the ``mlcomp`` command line
-* :mod:`mlcomp.numerics` — pinned numerics (the same digits on every x86-64 CPU)
+* :mod:`mlcomp.numerics` — pinned numerics (the same digits on every CPU of one vendor)
 
 Naming: a verb with a trailing ``_`` (``magnitude_``, ``quantize_``,
 ``kmeans_``, ``calibrate_``, ``factorize_``) changes the model in place and

@@ -97,9 +97,17 @@ def _numerics(args: argparse.Namespace) -> int:
         print(f"installed the Jupyter kernel {numerics.KERNEL_NAME!r} in {folder}")
         return 0
     report = numerics.report()
-    state = "pinned (the book's digits)" if report["pinned"] else "not pinned"
+    state = "pinned" if report["pinned"] else "not pinned"
     print(f"numerics: {state}; ATen kernels {report['aten_capability']} on a "
-          f"{report['cpu_capability']} CPU, {report['threads']} threads")  # fmt: skip
+          f"{report['cpu_capability']} {report['cpu_vendor']} CPU, MKL branch "
+          f"{report['mkl_branch']}, {report['threads']} threads")  # fmt: skip
+    ref = numerics.REFERENCE
+    if report["book_digits"]:
+        print("  the book's digits: this CPU computes as the one its outputs come from")
+    else:
+        print(f"  not the book's digits (made pinned on an {ref['cpu_vendor']} CPU, "
+              f"MKL branch {ref['mkl_branch']}): the asserts hold, last digits "
+              "of trained models may differ")  # fmt: skip
     for key, value in report["variables"].items():
         print(f"  {key}={value if value is not None else '(unset)'}")
     return 0

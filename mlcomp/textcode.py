@@ -27,9 +27,10 @@ encoder does not run the model once over the whole text (which would be
 faster): it runs *the decoder's* computation, step by step with the same
 batch of chunks, the same cache, the same shapes. The thread count is fixed
 by the file's header, and the numerics by :mod:`mlcomp.numerics` (AVX2
-kernels on every x86-64 CPU); a file made under other numerics is refused
-with the reason. A CRC-32 of the decoded bytes, checked at the end, catches
-any mismatch that slips through.
+kernels; MKL's matrix products take Intel's AVX2 path on Intel CPUs and
+their own on others, so the header names that branch too); a file made
+under other numerics is refused with the reason. A CRC-32 of the decoded
+bytes, checked at the end, catches any mismatch that slips through.
 
 The ``.mlt`` file: magic ``MLCT``, version, then a header with the model's
 name and the SHA-256 of its weights (a file coded by another model is
@@ -128,8 +129,13 @@ def model_digest(model: torch.nn.Module) -> str:
 
 
 def _numerics_tag() -> str:
+    """``pinned-`` and MKL's branch (``avx2`` on Intel, ``auto`` elsewhere), or
+    ``native-`` and ATen's kernels: two processes with the same tag compute the
+    same probabilities."""
     report = numerics.report()
-    return "pinned-avx2" if report["pinned"] else f"native-{report['aten_capability']}"
+    if report["pinned"]:
+        return f"pinned-{report['mkl_branch'].lower()}"
+    return f"native-{report['aten_capability']}"
 
 
 def _cdfs(logits: torch.Tensor) -> np.ndarray:
@@ -402,8 +408,9 @@ def _decompress(blob: bytes, model: GPT, progress: bool = False) -> bytes:
     if h.numerics != here:
         raise ValueError(
             f"this file was coded under {h.numerics} numerics but this process "
-            f"runs {here}: decode it with MLCOMP_NUMERICS unset (mlcomp pins "
-            "AVX2 kernels on every x86-64 CPU), or where it was coded"
+            f"runs {here}: decode it where it was coded, or on a CPU of the "
+            "same vendor with MLCOMP_NUMERICS unset (mlcomp numerics says "
+            "which this is)"
         )
     if h.chunk != model.config.block_size:
         raise CorruptFileError("mlt header's chunk size does not match the model")

@@ -127,6 +127,21 @@ def test_another_model_or_other_numerics_are_refused():
         textcode.decompress(other, a)
 
 
+def test_the_numerics_tag_names_mkls_branch(monkeypatch):
+    """A file coded pinned on an AMD CPU is refused on an Intel one up front
+    (MKL's products differ between them in their last bits)."""
+    from mlcomp import numerics
+
+    real = numerics.report()
+    for branch, tag in (("AVX2", "pinned-avx2"), ("AUTO", "pinned-auto")):
+        fake = {**real, "pinned": True, "mkl_branch": branch}
+        monkeypatch.setattr(numerics, "report", lambda fake=fake: fake)
+        assert textcode._numerics_tag() == tag
+    fake = {**real, "pinned": False, "aten_capability": "AVX512"}
+    monkeypatch.setattr(numerics, "report", lambda: fake)
+    assert textcode._numerics_tag() == "native-AVX512"
+
+
 def test_corrupt_and_truncated_files_are_refused():
     model = net()
     blob = bytearray(textcode.compress(b"some text to code", model, "tiny"))
