@@ -234,8 +234,7 @@ RECIPES: dict[str, Recipe | PruneRecipe] = {
     },
     **_kws().RECIPES,
     **_lm().RECIPES,
-    # The learned image codecs (mlcomp.codec.RECIPES) join here once trained
-    # and shipped; until then mlcomp.codec trains them directly.
+    **_codec().RECIPES,
 }
 
 

@@ -226,6 +226,59 @@ def test_psnr_and_jpeg():
     assert sizes == sorted(sizes) and quality == sorted(quality)
 
 
+def test_rate_at_reads_a_curve_in_log_rate_and_refuses_bad_curves():
+    rates, psnrs = [0.1, 0.2, 0.8], [20.0, 24.0, 30.0]
+    for r, p in zip(rates, psnrs, strict=True):  # the measured points themselves
+        assert codec.rate_at(p, rates, psnrs) == pytest.approx(r)
+    # halfway in quality between two points is their geometric mean in rate
+    assert codec.rate_at(27.0, rates, psnrs) == pytest.approx(math.sqrt(0.2 * 0.8))
+    # unsorted input reads the same curve; off either end is NaN, not a guess
+    assert codec.rate_at(22.0, rates[::-1], psnrs[::-1]) == pytest.approx(
+        math.sqrt(0.1 * 0.2)
+    )
+    assert math.isnan(codec.rate_at(19.0, rates, psnrs))
+    assert math.isnan(codec.rate_at(31.0, rates, psnrs))
+    with pytest.raises(ValueError, match="positive rates"):
+        codec.rate_at(20.0, [0.0, 1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="two or more"):
+        codec.rate_at(20.0, [1.0], [1.0])
+
+
+def test_overhead_counts_what_is_not_coded_pixels():
+    net, image = tiny(), photo()
+    data = net.compress(image)
+    assert codec.overhead(data) == len(data) - len(codec.read_header(data)["payload"])
+    assert 20 < codec.overhead(data) < 60
+    jpg, _ = codec.jpeg(image, 50)
+    head = codec.overhead(jpg)
+    # the JPEG overhead ends right after the start-of-scan header
+    sos = jpg.index(b"\xff\xda")
+    assert head == sos + 2 + int.from_bytes(jpg[sos + 2 : sos + 4], "big") + 2
+    assert jpg[-2:] == b"\xff\xd9" and head < len(jpg)
+    with pytest.raises(ValueError, match="neither"):
+        codec.overhead(b"GIF89a")
+    with pytest.raises(ValueError, match="start of scan"):
+        codec.overhead(jpg[:sos])
+
+
+def test_ms_ssim_is_one_on_equal_images_and_falls_with_noise():
+    from mlcomp import measure
+
+    pytest.importorskip("pytorch_msssim")
+    image = photo(176, 200)
+    noisy = np.clip(
+        image + np.random.default_rng(1).normal(0, 20, image.shape), 0, 255
+    ).astype(np.uint8)
+    assert measure.ms_ssim(image, image) == pytest.approx(1.0)
+    assert 0 < measure.ms_ssim(image, noisy) < 0.99
+    with pytest.raises(ValueError, match="160 pixels"):
+        measure.ms_ssim(image[:100], image[:100])
+    with pytest.raises(ValueError, match="one shape"):
+        measure.ms_ssim(image, image[:170])
+    rd = codec.rate_distortion(lambda im: codec.jpeg(im, 50), {"a": image}, ms_ssim=True)
+    assert 0 < rd["ms_ssim"] < 1
+
+
 def test_training_lowers_the_loss_and_writes_metrics():
     recipe = codec.CodecRecipe(
         steps=60, batch_size=4, crop=32, channels=8, latent=8, lam=0.01
@@ -251,7 +304,6 @@ def test_photos_are_split_and_refuse_unknown_splits():
 # --- the command line (the shipped codecs) -----------------------------------------
 
 
-@pytest.mark.skip(reason="codec weights not shipped yet")
 def test_image_command_round_trips_a_photograph(tmp_path, capsys):
     from PIL import Image
 
@@ -278,7 +330,6 @@ def test_image_command_round_trips_a_photograph(tmp_path, capsys):
     assert codec.read_header(small.read_bytes())["model"] == "codec-l0016"
 
 
-@pytest.mark.skip(reason="codec weights not shipped yet")
 def test_image_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     from mlcomp import cli
 
@@ -291,7 +342,7 @@ def test_image_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert "not an image" in err and err.count("\n") == 1
     assert cli.main(["image", "compress", str(text), "-o", str(tmp_path / "x.mlci"),
                      "--lambda", "0.3"]) == 1  # fmt: skip
-    assert "choose from 0.0016, 0.0064, 0.0256" in capsys.readouterr().err
+    assert "choose from 0.0004, 0.0016, 0.0064, 0.0256" in capsys.readouterr().err
     assert (
         cli.main(["image", "decompress", str(text), "-o", str(tmp_path / "x.png")]) == 1
     )
