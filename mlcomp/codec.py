@@ -449,7 +449,7 @@ class CodecRecipe:
     """
 
     lam: float = 0.01
-    steps: int = 10000
+    steps: int = 4000
     lr: float = 1e-3
     batch_size: int = 8
     crop: int = 64
@@ -480,7 +480,7 @@ class CodecRecipe:
 
 
 # One model per lambda, from about a tenth of a bit per pixel to about one
-# (about 340 s of training each on two cores, pinned numerics); the two
+# (a few minutes of training each on two cores, pinned numerics); the two
 # lowest again from another seed, where the comparison with JPEG is closest.
 RECIPES: dict[str, CodecRecipe] = {
     **{
