@@ -507,10 +507,10 @@ def model_for(lam: float | None = None) -> str:
 
     >>> model_for(0.0256)
     'codec-l0256'
-    >>> model_for(0.5)
+    >>> model_for(0.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: no codec was trained with lambda 0.5; choose from 0.0004, 0.0016, 0.0064, 0.0256
+    ValueError: no codec was trained with lambda 0.5; choose from 0.0004, ...
     """
     lam = DEFAULT_LAMBDA if lam is None else lam
     for name, recipe in RECIPES.items():
@@ -538,9 +538,7 @@ def _crops(
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
 
 
-def rate_distortion(
-    code, images: dict[str, np.ndarray], ms_ssim: bool = False
-) -> dict:
+def rate_distortion(code, images: dict[str, np.ndarray], ms_ssim: bool = False) -> dict:
     """Bits per pixel of real bytes and PSNR, pooled over ``images``.
 
     ``code`` is a :class:`Codec` or any function ``image -> (bytes, decoded

@@ -296,7 +296,6 @@ def psnr(reference, distorted, peak: float = 255.0) -> float:
     return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
-
 def ms_ssim(reference, distorted) -> float:
     """Multi-scale structural similarity of two uint8 RGB images, in [0, 1].
 
@@ -325,7 +324,8 @@ def ms_ssim(reference, distorted) -> float:
         )
     if min(ref.shape[:2]) <= 160:
         raise ValueError(
-            f"MS-SSIM's five scales need both sides over 160 pixels, got {ref.shape[:2]}"
+            "MS-SSIM's five scales need both sides over 160 pixels, "
+            f"got {ref.shape[:2]}"
         )
 
     def tensor(a):

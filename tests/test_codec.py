@@ -275,7 +275,9 @@ def test_ms_ssim_is_one_on_equal_images_and_falls_with_noise():
         measure.ms_ssim(image[:100], image[:100])
     with pytest.raises(ValueError, match="one shape"):
         measure.ms_ssim(image, image[:170])
-    rd = codec.rate_distortion(lambda im: codec.jpeg(im, 50), {"a": image}, ms_ssim=True)
+    rd = codec.rate_distortion(
+        lambda im: codec.jpeg(im, 50), {"a": image}, ms_ssim=True
+    )
     assert 0 < rd["ms_ssim"] < 1
 
 
