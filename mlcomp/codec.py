@@ -279,12 +279,8 @@ class Codec(nn.Module):
         x = _to_tensor(image)
         return torch.round(self.analysis(x))[0].to(torch.int64).numpy()
 
-    def compress(self, image: np.ndarray) -> bytes:
-        """The ``.mlci`` bytes of ``image`` (uint8, H x W x 3)."""
-        if not self.prior.frozen:
-            raise RuntimeError("the prior is not frozen: call net.prior.freeze() first")
-        h, w = _check_image(image).shape[:2]
-        q = self.latents(image)
+    def _symbols(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each latent's table column (0: escaped) and its channel, flattened."""
         freq = self.prior.freq.numpy()
         offset = self.prior.offset.numpy().astype(np.int64)
         rows = np.broadcast_to(np.arange(q.shape[0])[:, None, None], q.shape).reshape(
@@ -293,10 +289,28 @@ class Codec(nn.Module):
         k = (q - offset[:, None, None]).reshape(-1) + 1  # column of each value
         inside = (k >= 1) & (k < WINDOW)
         inside[inside] = freq[rows[inside], k[inside]] > 0
-        symbols = np.where(inside, k, 0)
-        values = q.reshape(-1)[~inside]
+        return np.where(inside, k, 0), rows
+
+    def table_bits(self, q: np.ndarray) -> float:
+        """The information of latents ``q`` under the frozen integer tables.
+
+        What an ideal coder would spend on the symbols rANS codes (escapes
+        at the escape's probability; the escaped values' varints not counted).
+        """
+        symbols, rows = self._symbols(q)
+        freq = self.prior.freq.numpy().astype(np.float64)
+        return float(-np.log2(freq[rows, symbols] / (1 << PRECISION)).sum())
+
+    def compress(self, image: np.ndarray) -> bytes:
+        """The ``.mlci`` bytes of ``image`` (uint8, H x W x 3)."""
+        if not self.prior.frozen:
+            raise RuntimeError("the prior is not frozen: call net.prior.freeze() first")
+        h, w = _check_image(image).shape[:2]
+        q = self.latents(image)
+        symbols, rows = self._symbols(q)
+        values = q.reshape(-1)[symbols == 0]
         escapes = write_varints(np.where(values >= 0, 2 * values, -2 * values - 1))
-        words = rans.encode_tabled(symbols, rows, freq, PRECISION)
+        words = rans.encode_tabled(symbols, rows, self.prior.freq.numpy(), PRECISION)
         name = self.name.encode()
         header = bytes([len(name)]) + name + self.fingerprint()
         header += write_varints([h, w, values.size, len(escapes)])

@@ -203,6 +203,21 @@ def test_values_outside_the_window_are_escaped_and_restored():
     assert np.array_equal(net.decode_latents(data)[0], q)
 
 
+def test_table_bits_is_the_information_under_the_frozen_tables():
+    net = tiny()
+    q = net.latents(photo(48, 64))
+    q[0, 0, 0] = 1000  # outside every window: costs the escape's frequency
+    freq, offset = net.prior.freq.numpy(), net.prior.offset.numpy()
+    expected = 0.0
+    for (c, _, _), v in np.ndenumerate(q):
+        k = v - offset[c] + 1
+        k = k if 1 <= k < codec.WINDOW and freq[c, k] > 0 else 0
+        expected -= math.log2(freq[c, k] / 2**codec.PRECISION)
+    assert net.table_bits(q) == pytest.approx(expected, rel=1e-12)
+    payload = len(codec.read_header(net.compress(photo(48, 64)))["payload"])
+    assert abs(8 * payload - net.table_bits(net.latents(photo(48, 64)))) < 64
+
+
 def test_file_bytes_are_close_to_the_models_rate():
     net = tiny()
     image = photo(64, 64)
